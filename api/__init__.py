@@ -1,0 +1,1 @@
+"""snnconv's REST service: a thin FastAPI shell around ``core.pipeline``."""

@@ -1,0 +1,92 @@
+"""Job state transitions, shared by the API (create, cancel) and the worker (claim, finish).
+
+Every transition is one conditional UPDATE, so the API and a worker racing on the same job
+(cancel while it starts, a redelivered message) cannot both win.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from api.store import FINISHED, JobRecord, JobStatus, utcnow
+
+
+class Claim(Enum):
+    """What a worker should do with a job it was handed."""
+
+    run = "run"
+    skip = "skip"  # already finished (e.g. cancelled while queued) or deleted
+    exhausted = "exhausted"  # delivered more often than the attempt cap allows
+    cancel = "cancel"  # redelivered after cancel was requested
+
+
+def _transition(session: Session, job_id: str, allowed: set[JobStatus], **values) -> bool:
+    result = session.execute(
+        update(JobRecord)
+        .where(JobRecord.id == job_id, JobRecord.status.in_(allowed))
+        .values(updated_at=utcnow(), **values)
+    )
+    session.commit()
+    return result.rowcount == 1
+
+
+def claim(session: Session, job_id: str, max_attempts: int) -> Claim:
+    """Mark the job running and count the attempt; says whether to run it."""
+    claimed = _transition(
+        session, job_id, {JobStatus.queued, JobStatus.running},
+        status=JobStatus.running, attempts=JobRecord.attempts + 1, started_at=utcnow(),
+    )
+    if not claimed:
+        return Claim.skip
+    job = session.get(JobRecord, job_id, populate_existing=True)
+    if job.cancel_requested:
+        return Claim.cancel
+    if job.attempts > max_attempts:
+        return Claim.exhausted
+    return Claim.run
+
+
+def record_progress(session: Session, job_id: str, *, stage: str, progress: float,
+                    message: str, partial_top1: dict[str, list[float]]) -> bool:
+    """Mirror a progress event; returns True when the user asked to cancel the job."""
+    _transition(session, job_id, {JobStatus.running}, stage=stage, progress=progress,
+                message=message[:500], partial_top1=partial_top1)
+    job = session.get(JobRecord, job_id, populate_existing=True)
+    return job is None or job.cancel_requested
+
+
+def succeed(session: Session, job_id: str) -> bool:
+    return _transition(session, job_id, {JobStatus.running}, status=JobStatus.succeeded,
+                       progress=1.0, finished_at=utcnow(), message="done")
+
+
+def fail(session: Session, job_id: str, problem: dict) -> bool:
+    return _transition(session, job_id, {JobStatus.queued, JobStatus.running},
+                       status=JobStatus.failed, error=problem, finished_at=utcnow(),
+                       message=problem.get("detail", "")[:500])
+
+
+def mark_cancelled(session: Session, job_id: str) -> bool:
+    return _transition(session, job_id, {JobStatus.queued, JobStatus.running},
+                       status=JobStatus.cancelled, finished_at=utcnow(), message="cancelled")
+
+
+def request_cancel(session: Session, job_id: str) -> JobStatus | None:
+    """Cancel a queued job at once, or flag a running one for its worker.
+
+    Returns the job's status afterwards, or None when it does not exist.
+    """
+    if _transition(session, job_id, {JobStatus.queued}, status=JobStatus.cancelled,
+                   cancel_requested=True, finished_at=utcnow(), message="cancelled"):
+        return JobStatus.cancelled
+    _transition(session, job_id, {JobStatus.running}, cancel_requested=True,
+                message="cancel requested")
+    job = session.get(JobRecord, job_id, populate_existing=True)
+    return None if job is None else job.status
+
+
+def is_finished(status: JobStatus) -> bool:
+    return status in FINISHED

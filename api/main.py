@@ -1,0 +1,59 @@
+"""Builds the FastAPI application: routers under /v1, problem+json errors, OpenAPI ids."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.routing import APIRoute
+
+from api.problems import install_problem_handlers
+from api.routes import datasets, health, jobs, models
+from api.settings import Settings, get_settings
+from api.store import make_engine, migrate, session_factory
+
+API_PREFIX = "/v1"
+
+
+def unique_operation_id(route: APIRoute) -> str:
+    """``{tag}-{name}``, so generated clients get readable method names."""
+    return f"{route.tags[0]}-{route.name}" if route.tags else route.name
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The service for ``settings`` (the environment's when omitted)."""
+    settings = settings or get_settings()
+    from worker.celery_app import create_celery  # no torch: only the client side of Celery
+
+    engine = make_engine(settings.sqlalchemy_url)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.uploads_dir.mkdir(parents=True, exist_ok=True)
+        settings.results_dir.mkdir(parents=True, exist_ok=True)
+        migrate(engine)
+        yield
+        engine.dispose()
+
+    app = FastAPI(
+        title="snnconv",
+        summary="Convert trained ANNs to rate-coded spiking networks; accuracy per time step.",
+        version="0.1.0",
+        lifespan=lifespan,
+        generate_unique_id_function=unique_operation_id,
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.sessions = session_factory(engine)
+    app.state.celery = create_celery(settings)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
+                           allow_methods=["*"], allow_headers=["*"],
+                           expose_headers=["Location"])
+    install_problem_handlers(app)
+    for router in (models.router, jobs.router, datasets.router):
+        app.include_router(router, prefix=API_PREFIX)
+    app.include_router(health.router)
+    return app

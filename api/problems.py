@@ -1,0 +1,128 @@
+"""RFC 9457 problem details: every error the API returns is ``application/problem+json``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from core.errors import (
+    DatasetUnavailable,
+    InvalidSpec,
+    ModelRejected,
+    SnnconvError,
+    UnsupportedModel,
+)
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+TOO_LARGE_CODE = "too-large"
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem document, plus our stable ``code`` slug."""
+
+    type: str = Field(description="URI naming the kind of problem")
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+    code: str
+    errors: list[dict[str, Any]] | None = Field(
+        None, description="for validation problems: one entry per invalid field"
+    )
+
+
+class ProblemError(Exception):
+    """Raised by handlers for problems that are about HTTP (not found, conflict, ...)."""
+
+    def __init__(self, status: int, code: str, title: str, detail: str):
+        super().__init__(detail)
+        self.status, self.code, self.title, self.detail = status, code, title, detail
+
+
+def problem_type(code: str) -> str:
+    return f"urn:snnconv:problem:{code}"
+
+
+def make_problem(status: int, code: str, title: str, detail: str, instance: str | None = None,
+                 errors: list[dict[str, Any]] | None = None) -> Problem:
+    return Problem(type=problem_type(code), title=title, status=status, detail=detail,
+                   instance=instance, code=code, errors=errors)
+
+
+def problem_from_error(error: SnnconvError, instance: str | None = None) -> Problem:
+    """The problem document for a core error (also stored on a failed job)."""
+    return make_problem(status_for(error), error.code, error.title, str(error), instance)
+
+
+def status_for(error: SnnconvError) -> int:
+    """HTTP status of a core error: the user's input was understood but cannot be used."""
+    if isinstance(error, ModelRejected) and error.code == TOO_LARGE_CODE:
+        return 413
+    if isinstance(error, ModelRejected | UnsupportedModel | DatasetUnavailable | InvalidSpec):
+        return 422
+    return 500
+
+
+def problem_response(problem: Problem, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(problem.model_dump(exclude_none=True), status_code=problem.status,
+                        media_type=PROBLEM_MEDIA_TYPE, headers=headers)
+
+
+def _field_errors(errors) -> list[dict[str, Any]]:
+    return [
+        {"loc": list(error.get("loc", ())), "msg": error.get("msg", ""), "type": error.get("type")}
+        for error in errors
+    ]
+
+
+def _validation_problem(errors, instance: str) -> Problem:
+    fields = _field_errors(errors)
+    names = ", ".join(".".join(str(p) for p in item["loc"]) or "body" for item in fields)
+    return make_problem(422, "validation-error", "Request validation failed",
+                        f"invalid fields: {names}", instance, errors=fields)
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """Route every error path through problem+json."""
+    install_fallback_handler(app)
+
+    @app.exception_handler(ProblemError)
+    async def _problem(request: Request, exc: ProblemError) -> JSONResponse:
+        return problem_response(make_problem(exc.status, exc.code, exc.title, exc.detail,
+                                             request.url.path))
+
+    @app.exception_handler(SnnconvError)
+    async def _core(request: Request, exc: SnnconvError) -> JSONResponse:
+        return problem_response(problem_from_error(exc, request.url.path))
+
+    @app.exception_handler(RequestValidationError)
+    async def _request_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return problem_response(_validation_problem(exc.errors(), request.url.path))
+
+    @app.exception_handler(ValidationError)
+    async def _model_validation(request: Request, exc: ValidationError) -> JSONResponse:
+        return problem_response(_validation_problem(exc.errors(), request.url.path))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
+        return problem_response(
+            make_problem(exc.status_code, code, str(exc.detail), str(exc.detail),
+                         request.url.path),
+            headers=getattr(exc, "headers", None),
+        )
+
+
+def install_fallback_handler(app: FastAPI) -> None:
+    """Unexpected exceptions become a 500 problem without leaking internals."""
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        return problem_response(make_problem(
+            500, "internal-error", "Internal server error",
+            "the server failed unexpectedly; the error has been logged", request.url.path))

@@ -1,0 +1,136 @@
+"""Jobs: create (queued to a Celery worker), poll, list, cancel, and fetch their reports."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response, status
+from fastapi.responses import FileResponse
+from sqlalchemy import func, select
+
+from api import job_state, storage
+from api.deps import CeleryDep, SessionDep, SettingsDep
+from api.problems import Problem, ProblemError, make_problem
+from api.routes.datasets import require_dataset
+from api.routes.models import get_model_or_404
+from api.schemas import JobAccepted, JobCreate, JobPublic, ListPublic, build_spec, job_options
+from api.store import JobRecord, JobStatus
+from worker.celery_app import TASK_NAME
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+PROBLEM_RESPONSES = {
+    404: {"model": Problem, "description": "no such job (or model)"},
+    409: {"model": Problem, "description": "the job is not in a state that allows this"},
+    422: {"model": Problem, "description": "invalid options, dataset or model"},
+    503: {"model": Problem, "description": "the broker could not be reached"},
+}
+REPORT_FILES = {
+    "report.json": "application/json",
+    "report.csv": "text/csv; charset=utf-8",
+    "accuracy.svg": "image/svg+xml",
+    "accuracy.png": "image/png",
+}
+
+
+def get_job_or_404(session, job_id: str) -> JobRecord:
+    job = session.get(JobRecord, job_id)
+    if job is None:
+        raise ProblemError(404, "job-not-found", "Job not found",
+                           f"no job with id {job_id!r}; list them with GET /v1/jobs")
+    return job
+
+
+@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobAccepted,
+             responses=PROBLEM_RESPONSES)
+def create_job(job_in: JobCreate, response: Response, session: SessionDep,
+               settings: SettingsDep, celery: CeleryDep) -> dict:
+    """Queue a conversion/evaluation job; poll the URL in the Location header."""
+    model = get_model_or_404(session, job_in.model_id)
+    require_dataset(job_in.dataset, settings)
+    options = job_options(job_in)
+    # Fail now, not in the worker, when the options are inconsistent (e.g. mean without std).
+    build_spec(options, storage.model_dir(settings.uploads_dir, model.id) / model.filename,
+               model.arch, settings.datasets_dir)
+    job = JobRecord(model_id=model.id, options=options, status=JobStatus.queued, stage="queued")
+    session.add(job)
+    session.commit()
+    try:
+        celery.send_task(TASK_NAME, args=[job.id], queue=settings.queue)
+    except Exception as error:  # noqa: BLE001 - any broker failure means the job can't run
+        detail = f"the job could not be queued: {type(error).__name__}: {error}"
+        job_state.fail(session, job.id, make_problem(
+            503, "broker-unavailable", "Broker unavailable", detail,
+            f"/v1/jobs/{job.id}").model_dump(exclude_none=True))
+        raise ProblemError(503, "broker-unavailable", "Broker unavailable", detail) from error
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    return {"id": job.id, "status": job.status}
+
+
+@router.get("", response_model=ListPublic[JobPublic])
+def list_jobs(session: SessionDep, status: JobStatus | None = None, offset: int = 0,
+              limit: int = 50) -> dict:
+    """Jobs, newest first, optionally only those with ``status``."""
+    limit = max(1, min(limit, 500))
+    query = select(JobRecord)
+    if status is not None:
+        query = query.where(JobRecord.status == status)
+    count = session.scalar(select(func.count()).select_from(query.subquery()))
+    rows = session.scalars(
+        query.order_by(JobRecord.created_at.desc()).offset(max(0, offset)).limit(limit)).all()
+    return {"data": rows, "count": count}
+
+
+@router.get("/{job_id}", response_model=JobPublic, responses=PROBLEM_RESPONSES)
+def get_job(job_id: str, session: SessionDep) -> JobRecord:
+    """Status, stage, progress, accuracy per t so far, and the error when it failed."""
+    return get_job_or_404(session, job_id)
+
+
+@router.post("/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED,
+             response_model=JobPublic, responses=PROBLEM_RESPONSES)
+def cancel_job(job_id: str, session: SessionDep) -> JobRecord:
+    """Cancel: a queued job at once, a running one at its next batch or time-step chunk."""
+    job = get_job_or_404(session, job_id)
+    if job_state.is_finished(job.status):
+        raise ProblemError(409, "job-finished", "Job already finished",
+                           f"the job is {job.status.value}; nothing to cancel")
+    job_state.request_cancel(session, job_id)
+    session.expire_all()
+    return get_job_or_404(session, job_id)
+
+
+def _report_file(session, settings, job_id: str, filename: str) -> FileResponse:
+    job = get_job_or_404(session, job_id)
+    if job.status is not JobStatus.succeeded:
+        raise ProblemError(409, "report-not-ready", "Report not ready",
+                           f"the job is {job.status.value}; reports exist once it succeeded")
+    path = storage.job_dir(settings.results_dir, job_id) / filename
+    if not path.is_file():
+        raise ProblemError(404, "report-missing", "Report file missing",
+                           f"{filename} of job {job_id} is not on the server's data volume")
+    return FileResponse(path, media_type=REPORT_FILES[filename])
+
+
+@router.get("/{job_id}/report", responses=PROBLEM_RESPONSES)
+def get_report(job_id: str, session: SessionDep, settings: SettingsDep) -> Response:
+    """The job's report.json: the same document the CLI writes."""
+    return _report_file(session, settings, job_id, "report.json")
+
+
+@router.get("/{job_id}/report.csv", responses=PROBLEM_RESPONSES)
+def get_report_csv(job_id: str, session: SessionDep, settings: SettingsDep) -> Response:
+    """Accuracy per method and time step as CSV."""
+    return _report_file(session, settings, job_id, "report.csv")
+
+
+@router.get("/{job_id}/plot.svg", responses=PROBLEM_RESPONSES)
+def get_plot_svg(job_id: str, session: SessionDep, settings: SettingsDep) -> Response:
+    """Accuracy-vs-time-step plot (SVG)."""
+    return _report_file(session, settings, job_id, "accuracy.svg")
+
+
+@router.get("/{job_id}/plot.png", responses=PROBLEM_RESPONSES)
+def get_plot_png(job_id: str, session: SessionDep, settings: SettingsDep) -> Response:
+    """Accuracy-vs-time-step plot (PNG)."""
+    return _report_file(session, settings, job_id, "accuracy.png")
+
+

@@ -1,0 +1,121 @@
+"""Uploaded models: upload (with pre-flight), list, get, delete."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Request, Response, UploadFile, status
+from sqlalchemy import func, select
+
+from api import storage
+from api.deps import SessionDep, SettingsDep
+from api.problems import Problem, ProblemError
+from api.schemas import ListPublic, ModelPublic
+from api.store import JobRecord, JobStatus, ModelRecord, new_id
+from core.errors import ModelRejected
+
+router = APIRouter(prefix="/models", tags=["models"])
+
+# Multipart framing around the file; a Content-Length beyond limit + this is refused unread.
+MULTIPART_OVERHEAD_BYTES = 64 * 1024
+PROBLEM_RESPONSES = {
+    404: {"model": Problem, "description": "no model with this id"},
+    409: {"model": Problem, "description": "the model is used by unfinished jobs"},
+    413: {"model": Problem, "description": "the upload exceeds SNNCONV_MAX_UPLOAD_MB"},
+    422: {"model": Problem, "description": "the file was rejected by pre-flight"},
+}
+
+
+async def _chunks(upload: UploadFile) -> AsyncIterator[bytes]:
+    while chunk := await upload.read(storage.CHUNK_BYTES):
+        yield chunk
+
+
+def _refuse_oversized_request(request: Request, limit_bytes: int) -> None:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit_bytes + MULTIPART_OVERHEAD_BYTES:
+        raise ModelRejected(
+            f"the upload exceeds the limit of {limit_bytes // (1024 * 1024)} MiB; raise "
+            "SNNCONV_MAX_UPLOAD_MB on the server or upload a smaller model", code="too-large")
+
+
+def get_model_or_404(session, model_id: str) -> ModelRecord:
+    model = session.get(ModelRecord, model_id)
+    if model is None:
+        raise ProblemError(404, "model-not-found", "Model not found",
+                           f"no model with id {model_id!r}; list them with GET /v1/models")
+    return model
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=ModelPublic,
+             responses=PROBLEM_RESPONSES)
+async def upload(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    file: Annotated[UploadFile, File(description=".onnx, .safetensors or a state_dict file")],
+    arch: Annotated[str | None, Form(description="zoo architecture for weights-only files")] = None,
+    name: Annotated[str | None, Form(max_length=200)] = None,
+) -> ModelRecord:
+    """Upload a model; it is parsed (never executed) and checked for convertibility."""
+    from core import pipeline  # torch is imported on first upload, not at start-up
+
+    _refuse_oversized_request(request, settings.max_upload_bytes)
+    staged = await storage.stage_upload(
+        _chunks(file), settings.uploads_dir, storage.safe_suffix(file.filename),
+        settings.max_upload_bytes)
+    try:
+        report = await asyncio.to_thread(pipeline.inspect, staged.path, arch or None)
+        model_id = new_id()
+        final = storage.accept_upload(staged, storage.model_dir(settings.uploads_dir, model_id))
+    except BaseException:
+        storage.discard(staged.path)
+        raise
+    record = ModelRecord(
+        id=model_id, name=name or file.filename or model_id, filename=final.name,
+        format=report.format, arch=arch or None, input_shape=list(report.input_shape),
+        preflight=report.model_dump(mode="json"), size_bytes=staged.size_bytes,
+        sha256=staged.sha256)
+    try:
+        session.add(record)
+        session.commit()
+    except BaseException:
+        storage.remove_tree(final.parent)
+        raise
+    return record
+
+
+@router.get("", response_model=ListPublic[ModelPublic])
+def list_models(session: SessionDep, offset: int = 0, limit: int = 50) -> dict:
+    """Uploaded models, newest first."""
+    limit = max(1, min(limit, 500))
+    rows = session.scalars(
+        select(ModelRecord).order_by(ModelRecord.created_at.desc()).offset(max(0, offset))
+        .limit(limit)).all()
+    count = session.scalar(select(func.count()).select_from(ModelRecord))
+    return {"data": rows, "count": count}
+
+
+@router.get("/{model_id}", response_model=ModelPublic, responses=PROBLEM_RESPONSES)
+def get_model(model_id: str, session: SessionDep) -> ModelRecord:
+    """One uploaded model with its pre-flight report."""
+    return get_model_or_404(session, model_id)
+
+
+@router.delete("/{model_id}", status_code=status.HTTP_204_NO_CONTENT,
+               responses=PROBLEM_RESPONSES)
+def delete_model(model_id: str, session: SessionDep, settings: SettingsDep) -> Response:
+    """Delete a model and its file; refused while queued or running jobs use it."""
+    model = get_model_or_404(session, model_id)
+    busy = session.scalar(select(func.count()).select_from(JobRecord).where(
+        JobRecord.model_id == model_id,
+        JobRecord.status.in_([JobStatus.queued, JobStatus.running])))
+    if busy:
+        raise ProblemError(409, "model-in-use", "Model in use",
+                           f"{busy} unfinished job(s) use this model; cancel them or wait")
+    session.delete(model)
+    session.commit()
+    storage.remove_tree(storage.model_dir(settings.uploads_dir, model_id))
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,114 @@
+"""The service's configuration: one settings object read from the environment once."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+UPLOADS_DIRNAME = "uploads"
+RESULTS_DIRNAME = "results"
+BROKER_DB_FILENAME = "broker.sqlite"
+JOB_DB_FILENAME = "snnconv.sqlite"
+
+
+class Settings(BaseSettings):
+    """What the API and the worker need: ``SNNCONV_*``, ``REDIS_URL`` and ``DATABASE_URL``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SNNCONV_", extra="ignore", populate_by_name=True, frozen=True
+    )
+
+    environment: Literal["local", "production"] = "local"
+    data_dir: Path = Field(Path(".snnconv"), description="uploads/ and results/ live here")
+    datasets_dir: Path | None = Field(
+        None, description="read-only dataset directory handed to jobs as JobSpec.data_dir"
+    )
+    database_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("DATABASE_URL", "SNNCONV_DATABASE_URL", "database_url"),
+        description="SQLAlchemy URL; None: an SQLite file inside data_dir",
+    )
+    redis_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("REDIS_URL", "SNNCONV_REDIS_URL", "redis_url"),
+        description="Celery broker; None: an embedded SQLite broker inside data_dir",
+    )
+    queue: str = Field("gpu", min_length=1, description="Celery queue the jobs are sent to")
+    max_upload_mb: int = Field(256, ge=1, le=16_384)
+    max_attempts: int = Field(3, ge=1, le=20, description="deliveries of one job before it fails")
+    soft_time_limit_s: int = Field(3300, ge=1, description="the task is asked to stop")
+    hard_time_limit_s: int = Field(3600, ge=1, description="the task's process is killed")
+    visibility_timeout_s: int = Field(
+        7200, ge=1, description="Redis redelivers an unacknowledged job after this long"
+    )
+    progress_interval_s: float = Field(
+        0.25, ge=0, le=60, description="least time between two progress writes of one job"
+    )
+    cors_origins: list[str] = Field(default_factory=list)
+    worker_concurrency: int = Field(1, ge=1, le=64, description="jobs at once per worker")
+
+    @field_validator("database_url")
+    @classmethod
+    def _psycopg_driver(cls, url: str | None) -> str | None:
+        """Plain ``postgresql://`` URLs (as Compose and Heroku write them) use psycopg 3."""
+        if url is None:
+            return None
+        for prefix in ("postgres://", "postgresql://"):
+            if url.startswith(prefix):
+                return "postgresql+psycopg://" + url[len(prefix):]
+        return url
+
+    @model_validator(mode="after")
+    def _limits_and_production(self) -> Settings:
+        # A hard limit past the visibility timeout lets Redis hand a still-running job to a
+        # second worker, so the limits must nest.
+        if not self.soft_time_limit_s < self.hard_time_limit_s < self.visibility_timeout_s:
+            raise ValueError(
+                "need soft_time_limit_s < hard_time_limit_s < visibility_timeout_s, got "
+                f"{self.soft_time_limit_s}, {self.hard_time_limit_s}, {self.visibility_timeout_s}"
+            )
+        if self.environment == "production":
+            if "*" in self.cors_origins:
+                raise ValueError("SNNCONV_CORS_ORIGINS='[\"*\"]' is refused in production")
+            if self.redis_url is None:
+                raise ValueError("production needs REDIS_URL (the embedded broker is local)")
+        return self
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.data_dir / UPLOADS_DIRNAME
+
+    @property
+    def results_dir(self) -> Path:
+        return self.data_dir / RESULTS_DIRNAME
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return self.max_upload_mb * 1024 * 1024
+
+    @property
+    def embedded(self) -> bool:
+        """True when no Redis is configured: the broker is a file in data_dir."""
+        return self.redis_url is None
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / JOB_DB_FILENAME).resolve()}"
+
+    @property
+    def broker_url(self) -> str:
+        if self.redis_url:
+            return self.redis_url
+        return f"sqla+sqlite:///{(self.data_dir / BROKER_DB_FILENAME).resolve()}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read from the environment on first use."""
+    return Settings()

@@ -1,0 +1,59 @@
+"""Errors that carry a stable machine-readable code and a message a user can act on.
+
+The service maps each class to an HTTP status and an RFC 9457 problem document; the CLI
+prints the message and exits non-zero.  Nothing here knows about HTTP.
+"""
+
+from __future__ import annotations
+
+
+class SnnconvError(Exception):
+    """Base class: ``code`` is a short slug, ``str(err)`` the human explanation."""
+
+    code = "snnconv-error"
+    title = "snnconv error"
+
+    def __init__(self, message: str, *, code: str | None = None, details: dict | None = None):
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+        self.details = details or {}
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+class ModelRejected(SnnconvError):
+    """The uploaded file is not a model we will load (hostile, malformed or unsupported format)."""
+
+    code = "model-rejected"
+    title = "Model file rejected"
+
+
+class UnsupportedModel(SnnconvError):
+    """The model loaded but cannot be converted (e.g. unsupported ops, no activations)."""
+
+    code = "unsupported-model"
+    title = "Model cannot be converted"
+
+
+class DatasetUnavailable(SnnconvError):
+    """A dataset is unknown or its files are missing from the data directory."""
+
+    code = "dataset-unavailable"
+    title = "Dataset not available"
+
+
+class InvalidSpec(SnnconvError):
+    """A job specification is inconsistent with the model or dataset."""
+
+    code = "invalid-spec"
+    title = "Invalid job specification"
+
+
+class JobCancelled(SnnconvError):
+    """Raised by a progress callback to stop a running job cooperatively."""
+
+    code = "job-cancelled"
+    title = "Job cancelled"

@@ -1,0 +1,8 @@
+"""Graph passes over torch.fx: canonicalisation, analysis and the ANN→SNN rewrite."""
+
+from core.graph.analysis import activation_names, classify, preflight, require_convertible
+from core.graph.canonicalize import canonicalize, trace
+from core.graph.modules import ChannelAffine, ClampedReLU
+
+__all__ = ["ChannelAffine", "ClampedReLU", "activation_names", "canonicalize", "classify",
+           "preflight", "require_convertible", "trace"]

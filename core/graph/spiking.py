@@ -1,0 +1,78 @@
+"""The replace pass: activations become neurons, max pooling becomes spike-gated pooling."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import fx, nn
+
+from core.graph import patterns as P
+from core.graph.analysis import is_activation
+from core.graph.canonicalize import trace
+from core.neurons import SpikeMaxPool
+
+NeuronFactory = Callable[[str, nn.Module], nn.Module]
+
+
+def to_spiking(gm: fx.GraphModule, neuron_for: NeuronFactory) -> fx.GraphModule:
+    """A new graph whose activation modules are ``neuron_for(name, activation)``.
+
+    Module names are kept, so statistics of the ANN's activation ``name`` and of the SNN's
+    neuron ``name`` describe the same layer.
+    """
+    snn = trace(gm)
+    for node in snn.graph.nodes:
+        module = P.module_of(snn, node)
+        if is_activation(module):
+            snn.add_submodule(str(node.target), neuron_for(str(node.target), module))
+        elif isinstance(module, nn.MaxPool2d):
+            snn.add_submodule(str(node.target), SpikeMaxPool(module))
+    snn.recompile()
+    return snn.eval()
+
+
+def terminal_activations(gm: fx.GraphModule) -> set[str]:
+    """Activations from which the output is reached without passing another activation."""
+    terminal = set()
+    for node in gm.graph.nodes:
+        if not is_activation(P.module_of(gm, node)):
+            continue
+        frontier, seen = list(node.users), set()
+        while frontier:
+            user = frontier.pop()
+            if user in seen:
+                continue
+            seen.add(user)
+            if user.op == "output":
+                terminal.add(str(node.target))
+                break
+            if not is_activation(P.module_of(gm, user)):
+                frontier.extend(user.users)
+    return terminal
+
+
+def modules_downstream_of(gm: fx.GraphModule, names: set[str]) -> set[str]:
+    """Names of call_module nodes reachable from the named modules' outputs."""
+    reached: set[fx.Node] = set()
+    for node in gm.graph.nodes:
+        if node.op == "call_module" and str(node.target) in names:
+            reached.add(node)
+        elif any(arg in reached for arg in node.all_input_nodes):
+            reached.add(node)
+    return {str(n.target) for n in reached
+            if n.op == "call_module" and str(n.target) not in names}
+
+
+def strip_leading_module(gm: fx.GraphModule, kind: type) -> tuple[fx.GraphModule, nn.Module | None]:
+    """Remove the first module of type ``kind`` applied to the input; return it separately."""
+    result = trace(gm)
+    for node in result.graph.nodes:
+        module = P.module_of(result, node)
+        if isinstance(module, kind) and node.args and getattr(node.args[0], "op", None) \
+                == "placeholder":
+            node.replace_all_uses_with(node.args[0])
+            result.graph.erase_node(node)
+            result.delete_all_unused_submodules()
+            result.recompile()
+            return result, module
+    return result, None

@@ -1,0 +1,39 @@
+"""What every conversion method receives."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import fx
+
+from core.spec import JobSpec
+
+StageProgress = Callable[[str, float, str], None]
+
+
+@dataclass
+class ConversionContext:
+    """The canonical ANN, the data a method may use, and a cache shared between methods.
+
+    ``train_x``/``train_y`` is the training split (fine-tuning, CTT); ``calib_x`` its first
+    ``calib_samples`` images.  Images are float32 NCHW in [0, 1]; normalisation, if any, is
+    already the first layer of ``ann``.
+    """
+
+    ann: fx.GraphModule
+    spec: JobSpec
+    device: torch.device
+    sample_shape: tuple[int, ...]
+    train_x: np.ndarray
+    train_y: np.ndarray
+    calib_x: np.ndarray
+    progress: StageProgress
+    cache: dict = field(default_factory=dict)
+
+    def calibration_batches(self) -> Iterator[torch.Tensor]:
+        size = self.spec.batch_size
+        for first in range(0, len(self.calib_x), size):
+            yield torch.from_numpy(self.calib_x[first:first + size]).to(self.device)

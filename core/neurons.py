@@ -1,0 +1,194 @@
+"""Spiking neurons in multi-step form: a call processes ``steps`` time steps at once.
+
+Tensors arrive with time folded into the batch dimension, ``[steps·B, ...]`` (step-major),
+so the stateless layers between neurons run on all steps of a chunk in one call.  State is
+explicit: ``reset()`` clears it, and it persists across calls so a long window can be
+simulated in chunks.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+ResetMode = Literal["subtract", "zero"]
+
+
+def _per_channel(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Broadcast a scalar or per-channel [C] tensor against ``like`` of shape [B, C, ...]."""
+    if values.numel() == 1:
+        return values.reshape(())
+    return values.view((1, -1) + (1,) * (like.dim() - 2))
+
+
+class MultiStep(nn.Module):
+    """Base of stateful modules driven by the simulator in chunks of ``steps`` time steps."""
+
+    def __init__(self):
+        super().__init__()
+        self.steps = 1
+
+    def reset(self) -> None:
+        raise NotImplementedError
+
+    def _unfold(self, x: torch.Tensor) -> torch.Tensor:
+        return x.view(self.steps, x.shape[0] // self.steps, *x.shape[1:])
+
+
+class IFNeuron(MultiStep):
+    """Integrate-and-fire neuron without leak.
+
+        u[t] = u[t-1] + I[t]
+        s[t] = 1 if u[t] ≥ θ else 0
+        u[t] ← u[t] − s[t]·θ   (reset by subtraction)   or   u[t] ← 0 if s[t]   (reset to zero)
+        o[t] = s[t]·a          (a: spike amplitude, θ unless given)
+        u[0] = f·θ             (f = 0, or ½ for the half-threshold start)
+
+    θ and a are a scalar (per layer) or a vector with one entry per channel.  Over T steps
+    the mean output (1/T)·Σ o[t] approximates clamp(I, 0, θ)·a/θ; negative membrane is kept.
+    ``spike_count`` holds each neuron's count since the last reset.
+    """
+
+    def __init__(self, threshold: torch.Tensor | float, amplitude: torch.Tensor | float | None = None,
+                 reset: ResetMode = "subtract", initial_fraction: float = 0.0):
+        super().__init__()
+        threshold = torch.as_tensor(threshold, dtype=torch.float32).reshape(-1)
+        amplitude = threshold if amplitude is None else \
+            torch.as_tensor(amplitude, dtype=torch.float32).reshape(-1)
+        self.register_buffer("threshold", threshold.clone())
+        self.register_buffer("amplitude", amplitude.clone())
+        self.reset_mode = reset
+        self.initial_fraction = float(initial_fraction)
+        self.membrane: torch.Tensor | None = None
+        self.spike_count: torch.Tensor | None = None
+
+    def reset(self) -> None:
+        self.membrane = None
+        self.spike_count = None
+
+    def forward(self, current: torch.Tensor) -> torch.Tensor:
+        steps = self._unfold(current)
+        theta = _per_channel(self.threshold, steps[0])
+        amplitude = _per_channel(self.amplitude, steps[0])
+        if self.membrane is None:
+            self.membrane = torch.zeros_like(steps[0]) + self.initial_fraction * theta
+            self.spike_count = torch.zeros_like(steps[0])
+        out = torch.empty_like(steps)
+        membrane = self.membrane
+        for t in range(steps.shape[0]):
+            membrane = membrane + steps[t]
+            spikes = (membrane >= theta).to(membrane.dtype)
+            if self.reset_mode == "subtract":
+                membrane = membrane - spikes * theta
+            else:
+                membrane = membrane * (1.0 - spikes)
+            self.spike_count = self.spike_count + spikes
+            out[t] = spikes * amplitude
+        self.membrane = membrane
+        return out.view_as(current)
+
+    def extra_repr(self) -> str:
+        return (f"channels={self.threshold.numel()}, reset={self.reset_mode}, "
+                f"initial_fraction={self.initial_fraction}")
+
+
+class ASGNeuron(nn.Module):
+    """Accumulate-then-spike (Yan, Zhou & Wong): integrate the whole window, then fire.
+
+    It sees the window-mean input current c̄ = (1/T)·Σ_t I[t] and drives an IF neuron
+    (threshold θ = m, reset by subtraction, u0 = 0) with the constant c̄ for T steps, so its
+    spike count is n = clamp(floor(c̄·T/θ), 0, T) = floor(clamp(c̄, 0, m)·L) with L = T/m.
+    The count is computed in integer levels exactly as the CQ activation computes it, so no
+    θ = m − ε guard is needed.  The output is the window-mean spike current n·θ/T = n/L.
+    With ``readout_step`` = t < T it returns the mean spike current of the first t steps
+    instead, which is what a downstream non-spiking readout has seen by then.
+    The simulator supplies c̄ directly: the layers between neurons are affine, so feeding
+    them the previous layer's window-mean output gives the exact window-mean current.
+    """
+
+    def __init__(self, clamp_max: float, levels: int):
+        super().__init__()
+        self.clamp_max = float(clamp_max)
+        self.levels = int(levels)
+        self.spike_count: torch.Tensor | None = None
+        self.drive: torch.Tensor | None = None
+        self.readout_step: int | None = None
+
+    @property
+    def window(self) -> int:
+        return round(self.clamp_max * self.levels)
+
+    def reset(self) -> None:
+        self.spike_count = None
+        self.drive = None
+
+    def forward(self, mean_current: torch.Tensor) -> torch.Tensor:
+        levels = torch.floor(torch.clamp(mean_current, 0.0, self.clamp_max) * self.levels)
+        self.drive = mean_current
+        self.spike_count = levels
+        step = self.readout_step
+        if step is None or step >= self.window:
+            return levels / self.levels
+        # read out after `step` steps of the window: the mean current of the spikes so far
+        return self.spike_counts_until(step) * (self.clamp_max / step)
+
+    def spike_counts_until(self, t: int) -> torch.Tensor:
+        """Cumulative spikes after t steps of constant drive: min(floor(t·c̄·L/T), n)."""
+        if t >= self.window:
+            return self.spike_count
+        rate = torch.clamp(self.drive, 0.0, self.clamp_max) * self.levels / self.window
+        return torch.minimum(torch.floor(rate * t), self.spike_count)
+
+
+class SpikeMaxPool(MultiStep):
+    """Max pooling for spike trains, gated by accumulated input.
+
+        A[t] = A[t-1] + x[t];   j*(t) = argmax_{j ∈ window} A[t]_j;   y[t] = x[t]_{j*(t)}
+
+    Each window passes on the spikes of the input that has been most active so far, so the
+    output rate tends to the maximum input rate (the ANN's max pooling of rates) without
+    ever emitting more than one input's spikes.
+    """
+
+    def __init__(self, pool: nn.MaxPool2d):
+        super().__init__()
+        self.kernel_size = pool.kernel_size
+        self.stride = pool.stride
+        self.padding = pool.padding
+        self.dilation = pool.dilation
+        self.ceil_mode = pool.ceil_mode
+        self.accumulated: torch.Tensor | None = None
+
+    def reset(self) -> None:
+        self.accumulated = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        steps = self._unfold(x)
+        if self.accumulated is None:
+            self.accumulated = torch.zeros_like(steps[0])
+        outputs = []
+        for t in range(steps.shape[0]):
+            self.accumulated = self.accumulated + steps[t]
+            _, index = nn.functional.max_pool2d(
+                self.accumulated, self.kernel_size, self.stride, self.padding, self.dilation,
+                ceil_mode=self.ceil_mode, return_indices=True)
+            flat = steps[t].flatten(2)
+            outputs.append(flat.gather(2, index.flatten(2)).view_as(index))
+        out = torch.stack(outputs)
+        return out.view(-1, *out.shape[2:])
+
+
+def reset_state(network: nn.Module) -> None:
+    """Clear the state of every neuron and stateful pool in a network."""
+    for module in network.modules():
+        if isinstance(module, (MultiStep, ASGNeuron)):
+            module.reset()
+
+
+def set_steps(network: nn.Module, steps: int) -> None:
+    """Tell every multi-step module how many time steps the next call carries."""
+    for module in network.modules():
+        if isinstance(module, MultiStep):
+            module.steps = steps

@@ -1,0 +1,155 @@
+"""JobSpec → Report: the single entry point that the CLI, the worker and the tests call.
+
+    load model ─► canonical ANN ─► pre-flight ─► ANN accuracy and MACs
+        └─► for each method: convert (calibrate / fine-tune) ─► simulate T steps ─► result
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import fx, nn
+
+from core import __version__
+from core.datasets import Dataset, load_dataset, take
+from core.energy import count_macs, energy_model, microjoules, synaptic_fanouts
+from core.errors import InvalidSpec
+from core.graph import canonicalize, preflight, require_convertible
+from core.graph.modules import ChannelAffine
+from core.ingest import load_model
+from core.methods import ConversionContext, convert
+from core.preflight import PreflightReport
+from core.progress import ProgressCallback, ProgressEvent, ignore_progress
+from core.report import AnnResult, DatasetInfo, Report
+from core.simulate import simulate, topk_correct
+from core.spec import JobSpec
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InvalidSpec("device 'cuda' was asked for but no CUDA device is available")
+    return torch.device(name)
+
+
+def with_normalisation(ann: nn.Module, mean: list[float] | None,
+                       std: list[float] | None) -> nn.Module:
+    """Put the per-channel (x − mean)/std in front of the model, so data stays in [0, 1]."""
+    if mean is None:
+        return ann
+    return nn.Sequential(ChannelAffine.normalisation(mean, std), ann)
+
+
+def inspect(model_path: Path, arch: str | None = None) -> PreflightReport:
+    """Load a model file (refusing hostile ones) and report what conversion would do."""
+    loaded = load_model(Path(model_path), arch)
+    return preflight(canonicalize(loaded.module), fmt=loaded.format,
+                     input_shape=tuple(loaded.input_shape))
+
+
+def _check_shapes(model_shape: tuple[int, ...], dataset: Dataset) -> None:
+    if tuple(model_shape) != tuple(dataset.input_shape):
+        raise InvalidSpec(
+            f"the model takes inputs of shape {list(model_shape)} but dataset "
+            f"'{dataset.name}' has samples of shape {list(dataset.input_shape)}")
+
+
+def _check_normalisation(spec: JobSpec, dataset: Dataset) -> None:
+    if spec.mean is not None and len(spec.mean) != dataset.input_shape[0]:
+        raise InvalidSpec(f"mean/std have {len(spec.mean)} entries but the dataset's samples "
+                          f"have {dataset.input_shape[0]} channels")
+
+
+def _logits(model: fx.GraphModule, x: np.ndarray, batch_size: int,
+            device: torch.device) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.cat([model(torch.from_numpy(x[i:i + batch_size]).to(device)).cpu()
+                          for i in range(0, len(x), batch_size)])
+
+
+def _versions() -> dict[str, str]:
+    import onnx
+
+    return {"snnconv": __version__, "torch": torch.__version__, "numpy": np.__version__,
+            "onnx": onnx.__version__, "python": platform.python_version()}
+
+
+class _Stages:
+    """Maps each stage of each method onto one overall 0..1 progress scale."""
+
+    def __init__(self, callback: ProgressCallback, methods: int):
+        self.callback, self.methods = callback, methods
+        self.method_index, self.method = 0, None
+
+    def emit(self, stage: str, fraction: float, message: str = "",
+             partial: list[float] | None = None) -> None:
+        if stage == "load":
+            overall = 0.05 * fraction
+        elif stage == "report":
+            overall = 0.95 + 0.05 * fraction
+        else:
+            within = 0.5 * fraction if stage != "simulate" else 0.5 + 0.5 * fraction
+            overall = 0.05 + 0.9 * (self.method_index + within) / self.methods
+        self.callback(ProgressEvent(stage=stage, progress=min(max(overall, 0.0), 1.0),
+                                    message=message, method=self.method,
+                                    partial_top1=partial or None))
+
+
+def run(spec: JobSpec, progress: ProgressCallback = ignore_progress) -> Report:
+    """Convert the spec's model with each method and evaluate it on the spec's dataset."""
+    began = time.perf_counter()
+    stages = _Stages(progress, len(spec.methods))
+    device = resolve_device(spec.device)
+    stages.emit("load", 0.0, "loading model and dataset")
+    loaded = load_model(spec.model_path, spec.arch)
+    dataset = load_dataset(spec.dataset, spec.data_dir)
+    _check_shapes(loaded.input_shape, dataset)
+    _check_normalisation(spec, dataset)
+    ann = canonicalize(with_normalisation(loaded.module, spec.mean, spec.std))
+    require_convertible(preflight(ann, fmt=loaded.format, input_shape=dataset.input_shape))
+    ann = ann.to(device)
+    evaluation = take(dataset.test, spec.eval_samples)
+    calibration = take(dataset.train, spec.calib_samples)
+    stages.emit("load", 1.0, "evaluating the ANN")
+
+    ann_logits = _logits(ann, evaluation.x, spec.batch_size, device)
+    labels = torch.from_numpy(evaluation.y)
+    macs = sum(count_macs(synaptic_fanouts(ann, dataset.input_shape)).values())
+    ann_result = AnnResult(top1=int(topk_correct(ann_logits, labels, 1)) / len(labels),
+                           top5=int(topk_correct(ann_logits, labels, 5)) / len(labels),
+                           macs=macs, energy_uj=microjoules(macs=macs))
+
+    ctx = ConversionContext(ann=ann, spec=spec, device=device, sample_shape=dataset.input_shape,
+                            train_x=dataset.train.x, train_y=dataset.train.y,
+                            calib_x=calibration.x,
+                            progress=lambda stage, f, msg: stages.emit(stage, f, msg))
+    results = []
+    for index, method in enumerate(spec.methods):
+        stages.method_index, stages.method = index, method
+        stages.emit("convert", 0.0, f"converting with {method}")
+        torch.manual_seed(spec.seed)
+        snn = convert(method, ctx)
+        results.append(simulate(
+            snn, evaluation.x, evaluation.y, sample_shape=dataset.input_shape,
+            batch_size=spec.batch_size, device=device, memory_budget_mb=spec.memory_budget_mb,
+            progress=lambda f, partial: stages.emit("simulate", f, "simulating", partial)))
+    stages.emit("report", 1.0, "done")
+    analog = any(r.parameters.get("input_encoding", r.parameters.get("encoding")) == "direct"
+                 for r in results)
+    return Report(
+        snnconv_version=__version__, created_at=datetime.now(UTC),
+        spec=spec.model_dump(mode="json"),
+        dataset=DatasetInfo(name=dataset.name, eval_samples=len(evaluation.y),
+                            calib_samples=len(calibration.y),
+                            input_shape=list(dataset.input_shape),
+                            num_classes=dataset.num_classes),
+        device=str(device), ann=ann_result, methods=results,
+        energy_model=energy_model(analog), versions=_versions(),
+        seconds=time.perf_counter() - began,
+    )

@@ -1,0 +1,184 @@
+"""The report of one job (pydantic) and the files written from it.
+
+``report.json`` is read from outside; its stable contract is ``ann.top1`` (a fraction) and
+``methods[i].method`` / ``methods[i].top1`` (a list whose element t-1 is the accuracy after t
+steps).  Everything else is informative and may grow.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import tempfile
+from datetime import datetime
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+
+class EnergyModel(BaseModel):
+    """Energy per operation and the assumptions behind the estimate."""
+
+    e_mac_pj: float = 4.6
+    e_ac_pj: float = 0.9
+    source: str = "Horowitz, ISSCC 2014, 45 nm CMOS, 32-bit floating point"
+    assumptions: list[str] = Field(default_factory=list)
+
+
+class AnnResult(BaseModel):
+    top1: float
+    top5: float
+    macs: int = Field(description="multiply-accumulates per sample")
+    energy_uj: float = Field(description="E_MAC x MACs per sample, in microjoules")
+
+
+class LayerStats(BaseModel):
+    name: str
+    kind: str = Field(description="neuron kind: if, asg, maxpool-gate, ...")
+    channels: int
+    threshold_mean: float
+    threshold_min: float
+    threshold_max: float
+    firing_rate: float = Field(description="mean spikes per neuron per step at T_max")
+    saturated_fraction: float = Field(description="neurons whose ANN activation exceeds the threshold")
+    silent_fraction: float = Field(description="neurons that never fired in T_max steps")
+    rate_error: float = Field(
+        description="mean |clip(a/theta,0,1) - rate| at T_max, a the ANN activation"
+    )
+
+
+class Latency(BaseModel):
+    window: int = Field(description="time steps each spiking layer integrates (T)")
+    end_to_end_steps: int = Field(description="steps from first input to the final readout")
+    anytime: bool = Field(description="True when every t <= T gives a valid readout")
+    note: str = ""
+
+
+class MethodResult(BaseModel):
+    method: str
+    top1: list[float] = Field(description="element t-1: top-1 accuracy after t steps")
+    top5: list[float]
+    agreement: list[float] = Field(description="fraction of samples whose SNN argmax equals the ANN's")
+    sops: list[float] = Field(description="synaptic operations per sample at each step t")
+    energy_uj: list[float] = Field(description="cumulative energy per sample after t steps")
+    latency: Latency
+    layers: list[LayerStats]
+    reference_top1: float | None = Field(
+        None, description="accuracy of the network this method's SNN should match (e.g. the CQ ANN)"
+    )
+    parameters: dict = Field(default_factory=dict)
+    seconds: float = 0.0
+
+
+class DatasetInfo(BaseModel):
+    name: str
+    eval_samples: int
+    calib_samples: int
+    input_shape: list[int]
+    num_classes: int
+
+
+class Report(BaseModel):
+    snnconv_version: str
+    created_at: datetime
+    spec: dict
+    dataset: DatasetInfo
+    device: str
+    ann: AnnResult
+    methods: list[MethodResult]
+    energy_model: EnergyModel
+    versions: dict[str, str] = Field(default_factory=dict)
+    seconds: float = 0.0
+
+
+REPORT_FILES = ("report.json", "report.csv", "accuracy.svg", "accuracy.png")
+
+
+def report_csv(report: Report) -> str:
+    """One row per method x t, plus the ANN's accuracy on every row for reference."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(
+        ["method", "t", "top1", "top5", "agreement", "sops", "energy_uj", "ann_top1"]
+    )
+    for result in report.methods:
+        for t, row in enumerate(
+            zip(result.top1, result.top5, result.agreement, result.sops, result.energy_uj,
+                strict=True),
+            start=1,
+        ):
+            top1, top5, agree, sops, energy = row
+            writer.writerow(
+                [result.method, t, f"{top1:.6f}", f"{top5:.6f}", f"{agree:.6f}",
+                 f"{sops:.1f}", f"{energy:.6f}", f"{report.ann.top1:.6f}"]
+            )
+    return buffer.getvalue()
+
+
+def accuracy_figure(report: Report):
+    """Accuracy-vs-timestep figure with the ANN's accuracy as a reference line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(7, 4.2), dpi=110)
+    axes = figure.add_subplot()
+    for result in report.methods:
+        steps = range(1, len(result.top1) + 1)
+        axes.plot(steps, [100 * a for a in result.top1], label=result.method, linewidth=1.6)
+    axes.axhline(100 * report.ann.top1, color="black", linestyle="--", linewidth=1,
+                 label=f"ANN {100 * report.ann.top1:.2f} %")
+    longest = max((len(r.top1) for r in report.methods), default=1)
+    if longest >= 16:
+        axes.set_xscale("log", base=2)
+    axes.set_xlabel("time step t")
+    axes.set_ylabel("top-1 accuracy (%)")
+    axes.set_title(f"{report.dataset.name}: SNN accuracy per time step "
+                   f"({report.dataset.eval_samples} samples)")
+    axes.set_ylim(0, 100)
+    axes.grid(True, alpha=0.3)
+    axes.legend(loc="lower right", fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write via a temporary file in the same directory and rename, so readers never see half."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(path, data)
+
+
+def write_report_files(report: Report, out_dir: Path) -> dict[str, Path]:
+    """Write report.json, report.csv, accuracy.svg and accuracy.png atomically into out_dir."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    figure = accuracy_figure(report)
+    rendered = {}
+    for fmt in ("svg", "png"):
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format=fmt, metadata={"Date": None} if fmt == "svg" else None)
+        rendered[fmt] = buffer.getvalue()
+    contents = {
+        "report.json": report.model_dump_json(indent=2).encode(),
+        "report.csv": report_csv(report).encode(),
+        "accuracy.svg": rendered["svg"],
+        "accuracy.png": rendered["png"],
+    }
+    paths = {}
+    for name, data in contents.items():
+        paths[name] = out_dir / name
+        atomic_write_bytes(paths[name], data)
+    return paths

@@ -1,0 +1,281 @@
+"""Simulate a converted network once for T steps and read out every t ≤ T.
+
+One run gives, after each step t, top-1/top-5 accuracy and agreement with the reference
+ANN's prediction (argmax of the output current accumulated up to t), cumulative synaptic
+operations, and per-layer statistics at T.  Stateless layers run on a chunk of steps at
+once (time folded into the batch); the chunk length follows the memory budget.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import fx, nn
+
+from core.energy import analog_layers, microjoules, synaptic_fanouts
+from core.graph.spiking import modules_downstream_of, terminal_activations
+from core.neurons import ASGNeuron, IFNeuron, reset_state, set_steps
+from core.report import LayerStats, MethodResult
+from core.snn import SpikingNetwork
+
+StepProgress = Callable[[float, list[float]], None]
+
+
+@dataclass
+class _LayerTally:
+    kind: str
+    threshold: torch.Tensor
+    neurons: int = 0
+    rate: float = 0.0
+    saturated: float = 0.0
+    silent: float = 0.0
+    error: float = 0.0
+
+
+@dataclass
+class _Tally:
+    steps: int
+    samples: int = 0
+    top1: np.ndarray = field(init=False)
+    top5: np.ndarray = field(init=False)
+    agree: np.ndarray = field(init=False)
+    sops: np.ndarray = field(init=False)
+    reference_correct: int = 0
+    layers: dict[str, _LayerTally] = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.top1, self.top5, self.agree, self.sops = (np.zeros(self.steps) for _ in range(4))
+
+    def add_readout(self, start: int, outputs: torch.Tensor, labels: torch.Tensor,
+                    reference: torch.Tensor) -> None:
+        """``outputs``: accumulated output current [steps, B, K] for steps start, start+1, …"""
+        stop = start + outputs.shape[0]
+        self.top1[start:stop] += topk_correct(outputs, labels, 1).cpu().numpy()
+        self.top5[start:stop] += topk_correct(outputs, labels, 5).cpu().numpy()
+        self.agree[start:stop] += (outputs.argmax(-1) == reference).sum(-1).cpu().numpy()
+
+    def fractions(self, values: np.ndarray) -> list[float]:
+        return [float(v) / max(self.samples, 1) for v in values]
+
+
+def topk_correct(logits: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
+    """How many rows have their label among the k largest logits (over the last-but-one dim)."""
+    top = logits.topk(min(k, logits.shape[-1]), dim=-1).indices
+    return (top == labels.unsqueeze(-1)).any(-1).sum(-1)
+
+
+class _SynapticCounter:
+    """Forward pre-hooks that count spike events × fan-out at each synaptic layer."""
+
+    def __init__(self, network: fx.GraphModule, fanouts: dict[str, torch.Tensor],
+                 skip: set[str]):
+        self.fanouts = {k: v for k, v in fanouts.items() if k not in skip}
+        self.handles = [network.get_submodule(name).register_forward_pre_hook(self._hook(name))
+                        for name in self.fanouts]
+        self.steps = 1
+        self.event_scale: dict[str, float] | None = None  # ASG: events = value·scale
+        self.per_step: torch.Tensor | None = None
+
+    def _hook(self, name: str):
+        def count(module: nn.Module, args: tuple) -> None:
+            x = args[0]
+            fanout = self.fanouts[name].to(x.device)
+            if self.event_scale is None:
+                events = (x != 0).to(x.dtype).view(self.steps, -1, *x.shape[1:])
+            else:
+                events = (x * self.event_scale[name]).view(1, *x.shape)
+            counted = (events * fanout).flatten(1).sum(1).cpu()
+            self.per_step = counted if self.per_step is None else self.per_step + counted
+        return count
+
+    def take(self, steps: int) -> torch.Tensor:
+        """Events × fan-out per step since the last call (zeros when nothing was counted)."""
+        counted, self.per_step = self.per_step, None
+        return torch.zeros(steps) if counted is None else counted
+
+    def close(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+def _neurons(network: fx.GraphModule) -> dict[str, nn.Module]:
+    return {name: m for name, m in network.named_modules() if isinstance(m, (IFNeuron, ASGNeuron))}
+
+
+def _record_activations(reference: fx.GraphModule, names: list[str], x: torch.Tensor
+                        ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    captured: dict[str, torch.Tensor] = {}
+    handles = [reference.get_submodule(name).register_forward_hook(
+        lambda _m, _i, out, name=name: captured.__setitem__(name, out)) for name in names]
+    try:
+        logits = reference(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return logits, captured
+
+
+def _threshold_and_amplitude(neuron: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    if isinstance(neuron, IFNeuron):
+        return neuron.threshold, neuron.amplitude
+    value = torch.tensor([neuron.clamp_max])
+    return value, value
+
+
+def _add_layer_stats(tally: _Tally, neurons: dict[str, nn.Module],
+                     activations: dict[str, torch.Tensor], steps: int) -> None:
+    for name, neuron in neurons.items():
+        threshold, amplitude = _threshold_and_amplitude(neuron)
+        if name not in tally.layers:
+            kind = "asg" if isinstance(neuron, ASGNeuron) else "if"
+            tally.layers[name] = _LayerTally(kind=kind, threshold=threshold.detach().cpu())
+        count, activation = neuron.spike_count, activations[name]
+        shape = (1, -1) + (1,) * (count.dim() - 2) if amplitude.numel() > 1 else ()
+        amplitude = amplitude.to(count.device).view(shape)
+        target = torch.clamp(activation / amplitude, 0.0, 1.0)
+        rate = count / steps
+        layer = tally.layers[name]
+        layer.neurons += count.numel()
+        layer.rate += float(rate.sum())
+        layer.saturated += float((activation > amplitude * (1 + 1e-6)).sum())
+        layer.silent += float((count == 0).sum())
+        layer.error += float((target - rate).abs().sum())
+
+
+def _layer_reports(tally: _Tally) -> list[LayerStats]:
+    reports = []
+    for name, layer in tally.layers.items():
+        n = max(layer.neurons, 1)
+        reports.append(LayerStats(
+            name=name, kind=layer.kind, channels=layer.threshold.numel(),
+            threshold_mean=float(layer.threshold.mean()),
+            threshold_min=float(layer.threshold.min()),
+            threshold_max=float(layer.threshold.max()),
+            firing_rate=layer.rate / n, saturated_fraction=layer.saturated / n,
+            silent_fraction=layer.silent / n, rate_error=layer.error / n))
+    return reports
+
+
+def bytes_per_sample_step(reference: fx.GraphModule, sample_shape: tuple[int, ...]) -> int:
+    """Memory the activations of one sample at one step need (an upper bound)."""
+    from torch.fx.passes.shape_prop import ShapeProp
+
+    ShapeProp(reference).propagate(torch.zeros(1, *sample_shape))
+    total = sum(int(np.prod(n.meta["tensor_meta"].shape)) for n in reference.graph.nodes
+                if "tensor_meta" in n.meta and hasattr(n.meta["tensor_meta"], "shape"))
+    return 4 * 3 * max(total, 1)  # float32; inputs, outputs and neuron state live together
+
+
+def _simulate_if_batch(snn: SpikingNetwork, x, y, reference_prediction, tally, counter,
+                       chunk: int, report: Callable[[int], None]) -> None:
+    network, steps = snn.network, snn.timesteps
+    reset_state(network)
+    snn.encoder.begin(x)
+    accumulated = None
+    events = []
+    for start in range(0, steps, chunk):
+        stop = min(steps, start + chunk)
+        set_steps(network, stop - start)
+        counter.steps = stop - start
+        out = network(snn.encoder.steps(start, stop))
+        out = out.view(stop - start, x.shape[0], -1)
+        running = out.cumsum(0) if accumulated is None else accumulated + out.cumsum(0)
+        accumulated = running[-1]
+        tally.add_readout(start, running, y, reference_prediction)
+        events.append(counter.take(stop - start))
+        report(stop)
+    tally.sops += torch.cat(events).cumsum(0).numpy()
+
+
+def _simulate_asg_batch(snn: SpikingNetwork, x, y, reference_prediction, tally, counter,
+                        report: Callable[[int], None]) -> None:
+    """Layer after layer: every ASG layer integrates its whole window before it fires.
+
+    Readout after t steps of the last window: terminal neurons report their first t steps.
+    """
+    network, window = snn.network, snn.timesteps
+    neurons = _neurons(network)
+    terminal = terminal_activations(snn.reference) & set(neurons)
+    fed_by_terminal = modules_downstream_of(network, terminal)
+    snn.encoder.begin(x)
+    mean_input = snn.encoder.window_mean(window)
+    clamp_max = next(iter(neurons.values())).clamp_max
+    for t in range(1, window + 1):
+        for name in terminal:
+            neurons[name].readout_step = t
+        counter.steps = 1
+        counter.event_scale = {name: (t if name in fed_by_terminal else window) / clamp_max
+                               for name in counter.fanouts}
+        out = network(mean_input)
+        tally.add_readout(t - 1, out.unsqueeze(0), y, reference_prediction)
+        tally.sops[t - 1] += float(counter.take(1).sum())
+        report(t)
+    for name in terminal:
+        neurons[name].readout_step = None
+    counter.event_scale = None
+    network(mean_input)  # leaves every neuron with its full-window counts for the statistics
+
+
+def simulate(snn: SpikingNetwork, x: np.ndarray, y: np.ndarray, *, sample_shape: tuple[int, ...],
+             batch_size: int, device: torch.device, memory_budget_mb: int,
+             progress: StepProgress | None = None) -> MethodResult:
+    """Run ``snn`` on the evaluation samples and summarise it as a MethodResult."""
+    began = time.perf_counter()
+    network = snn.network.to(device).eval()
+    reference = snn.reference.to(device).eval()
+    fanouts = synaptic_fanouts(network, _network_input_shape(snn, sample_shape))
+    macs_layers = analog_layers(network) if snn.encoder.analog else set()
+    analog_macs = sum(int(fanouts[name].sum()) for name in macs_layers if name in fanouts)
+    counter = _SynapticCounter(network, fanouts, macs_layers)
+    tally = _Tally(snn.timesteps)
+    neurons = _neurons(network)
+    per_step = bytes_per_sample_step(reference, sample_shape)
+    chunk = int(max(1, min(snn.timesteps, memory_budget_mb * 2**20 // (per_step * batch_size))))
+    total = len(x)
+    try:
+        with torch.no_grad():
+            for first in range(0, total, batch_size):
+                xb = torch.from_numpy(x[first:first + batch_size]).to(device)
+                yb = torch.from_numpy(y[first:first + batch_size]).to(device)
+                reference_logits, activations = _record_activations(reference, list(neurons), xb)
+                reference_prediction = reference_logits.argmax(-1)
+                tally.reference_correct += int(topk_correct(reference_logits, yb, 1))
+
+                def report(step: int, done: int = first, size: int = len(xb)) -> None:
+                    if progress is not None:
+                        progress((done + size * step / snn.timesteps) / total,
+                                 tally.fractions(tally.top1) if tally.samples else [])
+
+                if snn.mode == "asg":
+                    _simulate_asg_batch(snn, xb, yb, reference_prediction, tally, counter,
+                                        report)
+                else:
+                    _simulate_if_batch(snn, xb, yb, reference_prediction, tally, counter,
+                                       chunk, report)
+                tally.samples += len(xb)
+                _add_layer_stats(tally, neurons, activations, snn.timesteps)
+    finally:
+        counter.close()
+        reset_state(network)
+    sops = tally.fractions(tally.sops)
+    analog_energy = microjoules(macs=analog_macs)
+    return MethodResult(
+        method=snn.method,
+        top1=tally.fractions(tally.top1), top5=tally.fractions(tally.top5),
+        agreement=tally.fractions(tally.agree), sops=sops,
+        energy_uj=[analog_energy + microjoules(accumulates=s) for s in sops],
+        latency=snn.latency, layers=_layer_reports(tally),
+        reference_top1=tally.reference_correct / max(tally.samples, 1), parameters=snn.parameters,
+        seconds=time.perf_counter() - began,
+    )
+
+
+def _network_input_shape(snn: SpikingNetwork, sample_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The shape one sample has after the encoder (ICE widens the channels)."""
+    snn.encoder.begin(torch.zeros(1, *sample_shape))
+    return tuple(snn.encoder.steps(0, 1).shape[1:])
+

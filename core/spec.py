@@ -1,0 +1,83 @@
+"""The job specification: everything that determines a report, validated at the boundary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+CLASSIC_METHODS = ("max-norm", "robust-norm", "half-threshold", "channel-norm")
+PAPER_METHODS = ("cq-asg", "cq-if", "cq-ctt")
+METHODS = CLASSIC_METHODS + PAPER_METHODS
+
+MethodName = Literal[
+    "max-norm", "robust-norm", "half-threshold", "channel-norm", "cq-asg", "cq-if", "cq-ctt"
+]
+
+
+class CQOptions(BaseModel):
+    """Options of the paper's low-latency suite (Yan, Zhou & Wong); see docs/methods.md."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    levels: int | None = Field(
+        None, ge=1, le=4096, description="L, quantisation levels per unit; default T/m"
+    )
+    clamp_max: float | None = Field(
+        None, gt=0, le=64, description="m = T/L, the clamp maximum; default 0.25 at T=1, else 0.8"
+    )
+    encoding: Literal["direct", "vr", "vr-ice"] = "vr"
+    ice_grids: int = Field(3, ge=1, le=7, description="ICE grids around L: L-k..L+k (odd count)")
+    ice_copies: int = Field(1, ge=1, le=4, description="how often the ICE grids are repeated")
+    finetune_epochs: int = Field(
+        2, ge=0, le=500, description="0: the uploaded model is already CQ-trained"
+    )
+    learning_rate: float = Field(1e-3, gt=0, le=10)
+    optimizer: Literal["adam", "sgd", "adadelta"] = "adam"
+    lr_decay: float = Field(0.7, gt=0, le=1, description="learning rate factor per epoch")
+    augment: bool = False
+    ctt_eta: float = Field(0.01, gt=0, le=10, description="CTT step size eta")
+    ctt_batches: int = Field(20, ge=1, le=100_000)
+
+
+class JobSpec(BaseModel):
+    """A conversion/evaluation job: the single input of ``core.pipeline.run``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model_path: Path = Field(description="model file: .onnx, .safetensors or a state_dict")
+    arch: str | None = Field(None, description="zoo architecture for safetensors/state_dict")
+    dataset: str = "mnist-5k"
+    data_dir: Path | None = None
+    methods: list[MethodName] = Field(default_factory=lambda: ["robust-norm"], min_length=1)
+    timesteps: int = Field(32, ge=1, le=4096, description="T_max: one run reports every t <= T")
+    batch_size: int = Field(100, ge=1, le=4096)
+    calib_samples: int = Field(1000, ge=1)
+    eval_samples: int | None = Field(None, ge=1, description="None: the whole test split")
+    seed: int = Field(0, ge=0)
+    device: Literal["cpu", "cuda", "auto"] = "auto"
+    input_encoding: Literal["direct", "rate", "poisson"] = Field(
+        "direct", description="input coding of the classic methods"
+    )
+    reset: Literal["subtract", "zero"] = "subtract"
+    percentile: float = Field(99.9, gt=0, le=100, description="robust-norm percentile")
+    mean: list[float] | None = Field(None, description="per-channel input mean")
+    std: list[float] | None = Field(None, description="per-channel input std")
+    memory_budget_mb: int = Field(1024, ge=16, le=1_000_000)
+    cq: CQOptions = Field(default_factory=CQOptions)
+
+    @field_validator("methods")
+    @classmethod
+    def _unique_methods(cls, methods: list[str]) -> list[str]:
+        if len(set(methods)) != len(methods):
+            raise ValueError("each method may appear once")
+        return methods
+
+    @model_validator(mode="after")
+    def _mean_std_pair(self) -> JobSpec:
+        if (self.mean is None) != (self.std is None):
+            raise ValueError("give both mean and std, or neither")
+        if self.std is not None and any(s <= 0 for s in self.std):
+            raise ValueError("std entries must be positive")
+        return self

@@ -1,0 +1,22 @@
+"""CQ training: the activation, the ReLU → CQ rewrite, input coding, the training loop, export."""
+
+from core.train.cq import CQActivation, cq_quantize
+from core.train.export import export_onnx, export_safetensors
+from core.train.fit import EpochStats, FitResult, evaluate, fit
+from core.train.input_coding import ICEExpand, VREncode, with_input_coding
+from core.train.rewrite import to_cq
+
+__all__ = [
+    "CQActivation",
+    "EpochStats",
+    "FitResult",
+    "ICEExpand",
+    "VREncode",
+    "cq_quantize",
+    "evaluate",
+    "export_onnx",
+    "export_safetensors",
+    "fit",
+    "to_cq",
+    "with_input_coding",
+]

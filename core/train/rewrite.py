@@ -1,0 +1,168 @@
+"""Rewrite a ReLU network into its CQ form (the graph the paper trains and converts).
+
+Every pass returns a new GraphModule; the caller's model is never touched.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from core.errors import UnsupportedModel
+from core.graph.canonicalize import recognise_activations
+from core.graph.modules import ClampedReLU
+from core.train.cq import CQActivation
+
+_AVG_POOL_MODULES = (nn.AvgPool2d, nn.AdaptiveAvgPool2d)
+_AVG_POOL_FUNCTIONS = {F.avg_pool2d, F.adaptive_avg_pool2d}
+_WEIGHTED_MODULES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+_WEIGHTED_FUNCTIONS = {F.conv1d, F.conv2d, F.conv3d, F.linear}
+
+
+def _is_avg_pool(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    if node.op == "call_module":
+        return isinstance(modules[node.target], _AVG_POOL_MODULES)
+    return node.op == "call_function" and node.target in _AVG_POOL_FUNCTIONS
+
+
+def _is_weighted(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    if node.op == "call_module":
+        return isinstance(modules[node.target], _WEIGHTED_MODULES)
+    return node.op == "call_function" and node.target in _WEIGHTED_FUNCTIONS
+
+
+def is_cq_node(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    """True when ``node`` applies a CQActivation module."""
+    return node.op == "call_module" and isinstance(modules.get(node.target), CQActivation)
+
+
+def _feeds_weighted_layer(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    """Whether any conv/linear lies downstream of ``node`` (else it is part of the readout)."""
+    pending, seen = list(node.users), set()
+    while pending:
+        current = pending.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        if _is_weighted(current, modules):
+            return True
+        pending.extend(current.users)
+    return False
+
+
+def _fresh_name(graph_module: fx.GraphModule, stem: str) -> str:
+    existing = dict(graph_module.named_modules())
+    index = 0
+    while f"{stem}_{index}" in existing:
+        index += 1
+    return f"{stem}_{index}"
+
+
+def _insert_module_call(
+    graph_module: fx.GraphModule, module: nn.Module, stem: str, source: fx.Node
+) -> fx.Node:
+    """Add ``module`` as a submodule and a call to it on ``source``; returns the new node."""
+    name = _fresh_name(graph_module, stem)
+    graph_module.add_submodule(name, module)
+    with graph_module.graph.inserting_after(source):
+        return graph_module.graph.call_module(name, (source,))
+
+
+def _average_pool_for(max_pool: nn.Module) -> nn.Module:
+    if isinstance(max_pool, nn.AdaptiveMaxPool2d):
+        return nn.AdaptiveAvgPool2d(max_pool.output_size)
+    dilation = max_pool.dilation
+    if dilation not in (1, (1, 1)):
+        raise UnsupportedModel(
+            f"max pooling with dilation {dilation} has no average-pooling equivalent; "
+            "use a model with undilated pooling"
+        )
+    return nn.AvgPool2d(
+        max_pool.kernel_size,
+        stride=max_pool.stride,
+        padding=max_pool.padding,
+        ceil_mode=max_pool.ceil_mode,
+        count_include_pad=True,
+    )
+
+
+def _replace_max_pools(graph_module: fx.GraphModule) -> None:
+    modules = dict(graph_module.named_modules())
+    for node in list(graph_module.graph.nodes):
+        if node.op == "call_module" and isinstance(
+            modules[node.target], nn.MaxPool2d | nn.AdaptiveMaxPool2d
+        ):
+            graph_module.add_submodule(node.target, _average_pool_for(modules[node.target]))
+        elif node.op == "call_function" and node.target is F.max_pool2d:
+            _replace_functional_max_pool(node)
+        elif node.op == "call_function" and node.target is F.adaptive_max_pool2d:
+            node.target = F.adaptive_avg_pool2d
+            node.args, node.kwargs = (
+                node.args[:2],
+                {key: value for key, value in node.kwargs.items() if key == "output_size"},
+            )
+
+
+def _replace_functional_max_pool(node: fx.Node) -> None:
+    names = ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode")
+    values = dict(zip(names, node.args, strict=False)) | dict(node.kwargs)
+    if values.pop("dilation", 1) not in (1, (1, 1)):
+        raise UnsupportedModel("dilated max pooling has no average-pooling equivalent")
+    if values.pop("return_indices", False):
+        raise UnsupportedModel("max pooling that returns indices cannot become average pooling")
+    node.target = F.avg_pool2d
+    node.args = (values.pop("input"),)
+    node.kwargs = values
+
+
+def _replace_relus(graph_module: fx.GraphModule, clamp_max: float, levels: int) -> None:
+    """Every ClampedReLU (the canonical form of ReLU, ReLU6, clamp(0, ·)) becomes CQ."""
+    for name, module in list(graph_module.named_modules()):
+        if isinstance(module, ClampedReLU):
+            graph_module.add_submodule(name, CQActivation(clamp_max, levels))
+
+
+def _quantise_pools(graph_module: fx.GraphModule, clamp_max: float, levels: int) -> None:
+    modules = dict(graph_module.named_modules())
+    for node in list(graph_module.graph.nodes):
+        if not _is_avg_pool(node, modules):
+            continue
+        users = list(node.users)
+        if users and all(is_cq_node(user, modules) for user in users):
+            continue
+        if not _feeds_weighted_layer(node, modules):
+            continue  # the readout stays linear
+        activation = _insert_module_call(graph_module, CQActivation(clamp_max, levels), "cq", node)
+        for user in users:
+            user.replace_input_with(node, activation)
+        modules = dict(graph_module.named_modules())
+
+
+def to_cq(
+    model: nn.Module | fx.GraphModule,
+    clamp_max: float,
+    levels: int,
+    *,
+    max_pool_to_avg: bool = True,
+) -> fx.GraphModule:
+    """Return a new GraphModule with every ReLU replaced by CQActivation(m, L).
+
+    ReLU modules and functions, ReLU6 and clamps/hardtanh with a lower bound of 0 all become
+    ``CQActivation(clamp_max, levels)``; every average pooling that feeds a further conv or
+    linear layer is followed by a CQActivation (unless one already follows), because a pooled
+    rate must again be one of the T + 1 spike counts.  With ``max_pool_to_avg`` (default) max
+    pooling becomes average pooling with the same kernel, stride and padding, as in the paper —
+    max pooling has no exact rate-coded counterpart.  The output layer stays linear.
+    ``model`` itself is deep-copied, never mutated.
+    """
+    graph_module = recognise_activations(model)
+    if max_pool_to_avg:
+        _replace_max_pools(graph_module)
+    _replace_relus(graph_module, clamp_max, levels)
+    _quantise_pools(graph_module, clamp_max, levels)
+    graph_module.graph.eliminate_dead_code()
+    graph_module.delete_all_unused_submodules()
+    graph_module.graph.lint()
+    graph_module.recompile()
+    return graph_module

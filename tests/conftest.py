@@ -1,0 +1,117 @@
+"""Fixtures shared by the service tests (tests/api, tests/worker, tests/integration).
+
+Models are made here, not downloaded: a small MLP trained for a moment on the 8x8 digits
+that ship with scikit-learn, exported with ``torch.onnx.export`` as a user would.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+DIGITS = "digits"
+TRAIN_STEPS = 300
+
+
+def _export_onnx(model, sample_shape: tuple[int, ...], path: Path) -> Path:
+    import torch
+
+    model.eval()
+    torch.onnx.export(model, (torch.zeros(1, *sample_shape),), str(path),
+                      input_names=["x"], output_names=["logits"],
+                      dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}})
+    return path
+
+
+def _train_digits_mlp(hidden_activation):
+    """An MLP trained full-batch on the digits train split (about a second on 2 cores)."""
+    import torch
+    from torch import nn
+
+    from core.datasets import load_dataset
+
+    dataset = load_dataset(DIGITS, None)
+    x = torch.from_numpy(dataset.train.x)
+    y = torch.from_numpy(dataset.train.y).long()
+    torch.manual_seed(0)
+    features = int(torch.tensor(dataset.input_shape).prod())
+    layers = [nn.Flatten(), nn.Linear(features, 48)]
+    layers += [hidden_activation] if hidden_activation is not None else []
+    model = nn.Sequential(*layers, nn.Linear(48, dataset.num_classes))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(TRAIN_STEPS):
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+    return model, tuple(dataset.input_shape)
+
+
+@pytest.fixture(scope="session")
+def digits_onnx(tmp_path_factory) -> Path:
+    """A ReLU MLP for `digits` as ONNX, trained well above chance."""
+    from torch import nn
+
+    model, shape = _train_digits_mlp(nn.ReLU())
+    return _export_onnx(model, shape, tmp_path_factory.mktemp("models") / "digits_mlp.onnx")
+
+
+@pytest.fixture(scope="session")
+def linear_onnx(tmp_path_factory) -> Path:
+    """An MLP with no activation at all: loads fine, but nothing can become a spiking neuron."""
+    model, shape = _train_digits_mlp(None)
+    return _export_onnx(model, shape, tmp_path_factory.mktemp("models") / "linear.onnx")
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A free TCP port on the loopback interface."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def settings(tmp_path):
+    """Service settings on a temporary data directory: embedded SQLite store and broker."""
+    from api.settings import Settings
+
+    return Settings(data_dir=tmp_path / "data", redis_url=None, database_url=None,
+                    max_upload_mb=1)
+
+
+@pytest.fixture
+def client(settings):
+    """A TestClient of the app for ``settings`` (start-up, so migrations, included)."""
+    from fastapi.testclient import TestClient
+
+    from api.main import create_app
+
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+def _assert_problem(response, status: int, code: str) -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body = response.json()
+    assert body["status"] == status and body["code"] == code
+    assert body["title"] and body["detail"] and body["type"].endswith(code)
+    return body
+
+
+@pytest.fixture
+def assert_problem():
+    """Check that a response is an RFC 9457 problem with our status and code."""
+    return _assert_problem
+
+
+@pytest.fixture
+def stored_files(settings):
+    """Files under the data directory's uploads/ and results/ (what a request left behind)."""
+    def list_files() -> list[str]:
+        return sorted(str(p.relative_to(settings.data_dir))
+                      for folder in (settings.uploads_dir, settings.results_dir)
+                      for p in folder.rglob("*") if p.is_file())
+    return list_files

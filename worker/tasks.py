@@ -1,0 +1,128 @@
+"""The one Celery task: run a stored job through ``core.pipeline`` and record the outcome.
+
+CUDA (through torch) is imported only inside the task, in the pool's child process, so the
+prefork parent never initialises a device it would then fork.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from celery.exceptions import SoftTimeLimitExceeded
+from sqlalchemy.orm import sessionmaker
+
+from api import job_state, storage
+from api.problems import make_problem, problem_from_error
+from api.schemas import build_spec
+from api.settings import Settings, get_settings
+from api.store import JobRecord, ModelRecord, engine_for, session_factory
+from core.errors import JobCancelled, SnnconvError
+from core.progress import ProgressEvent
+from worker.celery_app import TASK_NAME, app
+
+if TYPE_CHECKING:
+    from core.spec import JobSpec
+
+log = logging.getLogger(__name__)
+
+
+class JobProgress:
+    """Progress callback that mirrors events into the job row and raises on cancel.
+
+    Writes are throttled to one per ``interval_s`` within a stage, so a fast simulation does
+    not turn into a database benchmark; a stage change is always written.
+    """
+
+    def __init__(self, sessions: sessionmaker, job_id: str, interval_s: float):
+        self._sessions, self._job_id, self._interval_s = sessions, job_id, interval_s
+        self._partial: dict[str, list[float]] = {}
+        self._stage: str | None = None
+        self._last_write = float("-inf")
+
+    def __call__(self, event: ProgressEvent) -> None:
+        if event.method is not None and event.partial_top1 is not None:
+            self._partial[event.method] = list(event.partial_top1)
+        now = time.monotonic()
+        if event.stage == self._stage and now - self._last_write < self._interval_s:
+            return
+        self._stage, self._last_write = event.stage, now
+        with self._sessions() as session:
+            cancel = job_state.record_progress(
+                session, self._job_id, stage=event.stage, progress=event.progress,
+                message=event.message, partial_top1=dict(self._partial))
+        if cancel:
+            raise JobCancelled(f"job {self._job_id} was cancelled by the user")
+
+
+def job_spec(session, job: JobRecord, settings: Settings) -> JobSpec:
+    """Rebuild the JobSpec of a stored job, with server-side paths filled in."""
+    model = session.get(ModelRecord, job.model_id) if job.model_id else None
+    if model is None:
+        raise SnnconvError("the job's model was deleted before the job ran; upload it again",
+                           code="model-deleted")
+    model_path = storage.model_dir(settings.uploads_dir, model.id) / model.filename
+    return build_spec(job.options, model_path, model.arch, settings.datasets_dir)
+
+
+def execute_job(job_id: str, settings: Settings, sessions: sessionmaker) -> str:
+    """Claim, run and finish one job; returns the final status. Never raises for job errors."""
+    with sessions() as session:
+        decision = job_state.claim(session, job_id, settings.max_attempts)
+        if decision is job_state.Claim.skip:
+            return "skipped"
+        if decision is job_state.Claim.cancel:
+            job_state.mark_cancelled(session, job_id)
+            return "cancelled"
+        if decision is job_state.Claim.exhausted:
+            job_state.fail(session, job_id, make_problem(
+                500, "attempts-exhausted", "Job failed repeatedly",
+                f"the worker was lost more than {settings.max_attempts} times while running "
+                "this job (out of memory?); try fewer samples or a smaller batch_size",
+                f"/v1/jobs/{job_id}").model_dump(exclude_none=True))
+            return "failed"
+        job = session.get(JobRecord, job_id)
+    return _run(job, settings, sessions)
+
+
+def _run(job: JobRecord, settings: Settings, sessions: sessionmaker) -> str:
+    instance = f"/v1/jobs/{job.id}"
+    try:
+        from core import pipeline  # imports torch: only ever inside the task
+
+        with sessions() as session:
+            spec = job_spec(session, job, settings)
+        report = pipeline.run(spec, JobProgress(sessions, job.id, settings.progress_interval_s))
+        from core.report import write_report_files
+
+        write_report_files(report, storage.job_dir(settings.results_dir, job.id))
+    except JobCancelled:
+        with sessions() as session:
+            job_state.mark_cancelled(session, job.id)
+        return "cancelled"
+    except SnnconvError as error:
+        problem = problem_from_error(error, instance)
+    except SoftTimeLimitExceeded:
+        problem = make_problem(
+            500, "time-limit", "Job ran out of time",
+            f"the job ran longer than {settings.soft_time_limit_s} s; use fewer timesteps or "
+            "eval_samples, or raise SNNCONV_SOFT_TIME_LIMIT_S", instance)
+    except Exception as error:  # noqa: BLE001 - any other failure is recorded on the job
+        log.exception("job %s failed", job.id)
+        problem = make_problem(500, "internal-error", "Job failed unexpectedly",
+                               f"{type(error).__name__}: {error}", instance)
+    else:
+        with sessions() as session:
+            job_state.succeed(session, job.id)
+        return "succeeded"
+    with sessions() as session:
+        job_state.fail(session, job.id, problem.model_dump(exclude_none=True))
+    return "failed"
+
+
+@app.task(name=TASK_NAME, ignore_result=True)
+def run_job(job_id: str) -> str:
+    """Celery entry point: the job's id is the whole message (JSON)."""
+    settings = get_settings()
+    return execute_job(job_id, settings, session_factory(engine_for(settings.sqlalchemy_url)))
