@@ -24,16 +24,22 @@ def _apply_overrides(data_dir: Path | None) -> None:
     get_settings.cache_clear()
 
 
-def worker_command(concurrency: int | None = None, loglevel: str = "INFO",
-                   pool: str | None = None) -> list[str]:
-    """The Celery worker command line (the Compose worker runs the same thing)."""
+def worker_arguments(concurrency: int | None = None, loglevel: str = "INFO",
+                     pool: str | None = None) -> list[str]:
+    """Celery's ``worker`` sub-command line for the configured queue and concurrency."""
     from api.settings import get_settings
 
     settings = get_settings()
-    command = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
-               "-Q", settings.queue, "--concurrency",
-               str(concurrency or settings.worker_concurrency), "--loglevel", loglevel]
-    return command + (["--pool", pool] if pool else [])
+    arguments = ["worker", "-Q", settings.queue, "--concurrency",
+                 str(concurrency or settings.worker_concurrency), "--loglevel", loglevel]
+    return arguments + (["--pool", pool] if pool else [])
+
+
+def worker_command(concurrency: int | None = None, loglevel: str = "INFO",
+                   pool: str | None = None) -> list[str]:
+    """The worker process's command line (the Compose worker runs the same thing)."""
+    return [sys.executable, "-m", "celery", "-A", "worker.celery_app",
+            *worker_arguments(concurrency, loglevel, pool)]
 
 
 def serve(host: str = "127.0.0.1", port: int = 8000, *, with_worker: bool | None = None,
@@ -76,8 +82,7 @@ def run_worker(concurrency: int | None = None, loglevel: str = "INFO",
     os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
     from worker.celery_app import app
 
-    argv = worker_command(concurrency, loglevel, pool)[4:]  # after "-A worker.celery_app"
-    app.worker_main(argv)
+    app.worker_main(worker_arguments(concurrency, loglevel, pool))
 
 
 def run_migrations(data_dir: Path | None = None) -> None:

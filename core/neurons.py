@@ -29,11 +29,15 @@ class MultiStep(nn.Module):
     def __init__(self):
         super().__init__()
         self.steps = 1
+        self.batch: int | None = None
 
     def reset(self) -> None:
         raise NotImplementedError
 
     def _unfold(self, x: torch.Tensor) -> torch.Tensor:
+        """[steps·B, ...] → [steps, B, ...]; a [B, ...] input is a current constant in time."""
+        if self.batch is not None and x.shape[0] == self.batch and self.steps > 1:
+            return x.unsqueeze(0).expand(self.steps, *x.shape)
         return x.view(self.steps, x.shape[0] // self.steps, *x.shape[1:])
 
 
@@ -71,23 +75,23 @@ class IFNeuron(MultiStep):
     def forward(self, current: torch.Tensor) -> torch.Tensor:
         steps = self._unfold(current)
         theta = _per_channel(self.threshold, steps[0])
-        amplitude = _per_channel(self.amplitude, steps[0])
         if self.membrane is None:
             self.membrane = torch.zeros_like(steps[0]) + self.initial_fraction * theta
             self.spike_count = torch.zeros_like(steps[0])
-        out = torch.empty_like(steps)
+        spikes = torch.empty((self.steps, *steps.shape[1:]), dtype=steps.dtype,
+                             device=steps.device)
         membrane = self.membrane
-        for t in range(steps.shape[0]):
-            membrane = membrane + steps[t]
-            spikes = (membrane >= theta).to(membrane.dtype)
+        for t in range(self.steps):
+            membrane.add_(steps[t])
+            fired = membrane >= theta
+            spikes[t] = fired
             if self.reset_mode == "subtract":
-                membrane = membrane - spikes * theta
+                membrane.addcmul_(spikes[t], theta, value=-1.0)
             else:
-                membrane = membrane * (1.0 - spikes)
-            self.spike_count = self.spike_count + spikes
-            out[t] = spikes * amplitude
-        self.membrane = membrane
-        return out.view_as(current)
+                membrane.masked_fill_(fired, 0.0)
+        self.spike_count += spikes.sum(0)
+        spikes.mul_(_per_channel(self.amplitude, steps[0]))
+        return spikes.view(-1, *spikes.shape[2:])
 
     def extra_repr(self) -> str:
         return (f"channels={self.threshold.numel()}, reset={self.reset_mode}, "
@@ -187,8 +191,13 @@ def reset_state(network: nn.Module) -> None:
             module.reset()
 
 
-def set_steps(network: nn.Module, steps: int) -> None:
-    """Tell every multi-step module how many time steps the next call carries."""
+def set_steps(network: nn.Module, steps: int, batch: int | None = None) -> None:
+    """Tell every multi-step module how many time steps the next call carries.
+
+    With ``batch`` given, a tensor of ``batch`` rows reaching a module is taken as constant
+    over the steps (the analog input's layers are then computed once, not once per step).
+    """
     for module in network.modules():
         if isinstance(module, MultiStep):
             module.steps = steps
+            module.batch = batch

@@ -17,7 +17,11 @@ import torch
 from torch import fx, nn
 
 from core.energy import analog_layers, microjoules, synaptic_fanouts
-from core.graph.spiking import modules_downstream_of, terminal_activations
+from core.graph.spiking import (
+    constant_input_is_safe,
+    modules_downstream_of,
+    terminal_activations,
+)
 from core.neurons import ASGNeuron, IFNeuron, reset_state, set_steps
 from core.report import LayerStats, MethodResult
 from core.snn import SpikingNetwork
@@ -85,10 +89,10 @@ class _SynapticCounter:
             x = args[0]
             fanout = self.fanouts[name].to(x.device)
             if self.event_scale is None:
-                events = (x != 0).to(x.dtype).view(self.steps, -1, *x.shape[1:])
+                events = (x != 0).view(self.steps, -1, fanout.numel()).sum(1).to(x.dtype)
             else:
-                events = (x * self.event_scale[name]).view(1, *x.shape)
-            counted = (events * fanout).flatten(1).sum(1).cpu()
+                events = (x * self.event_scale[name]).view(-1, fanout.numel()).sum(0, True)
+            counted = (events @ fanout.flatten()).cpu()
             self.per_step = counted if self.per_step is None else self.per_step + counted
         return count
 
@@ -175,13 +179,14 @@ def _simulate_if_batch(snn: SpikingNetwork, x, y, reference_prediction, tally, c
     network, steps = snn.network, snn.timesteps
     reset_state(network)
     snn.encoder.begin(x)
+    constant = snn.encoder.analog and constant_input_is_safe(network)
     accumulated = None
     events = []
     for start in range(0, steps, chunk):
         stop = min(steps, start + chunk)
-        set_steps(network, stop - start)
+        set_steps(network, stop - start, batch=len(x) if constant else None)
         counter.steps = stop - start
-        out = network(snn.encoder.steps(start, stop))
+        out = network(x if constant else snn.encoder.steps(start, stop))
         out = out.view(stop - start, x.shape[0], -1)
         running = out.cumsum(0) if accumulated is None else accumulated + out.cumsum(0)
         accumulated = running[-1]
@@ -221,7 +226,7 @@ def _simulate_asg_batch(snn: SpikingNetwork, x, y, reference_prediction, tally, 
 
 
 def simulate(snn: SpikingNetwork, x: np.ndarray, y: np.ndarray, *, sample_shape: tuple[int, ...],
-             batch_size: int, device: torch.device, memory_budget_mb: int,
+             batch_size: int, device: torch.device, memory_budget_mb: float,
              progress: StepProgress | None = None) -> MethodResult:
     """Run ``snn`` on the evaluation samples and summarise it as a MethodResult."""
     began = time.perf_counter()

@@ -121,20 +121,18 @@ def _vgg_star(num_classes: int, in_channels: int) -> nn.Module:
     )
 
 
-_VGG16_WIDTHS: tuple[int | str, ...] = (
-    64, 64, "pool", 128, 128, "pool", 256, 256, 256, "pool",
-    512, 512, 512, "pool", 512, 512, 512, "pool",
-)
+_POOL = 0  # marks an average pooling layer in the width list
+_VGG16_WIDTHS = (64, 64, _POOL, 128, 128, _POOL, 256, 256, 256, _POOL)
+_VGG16_WIDTHS += (512, 512, 512, _POOL, 512, 512, 512, _POOL)
 
 
 def _vgg16(num_classes: int, in_channels: int) -> nn.Module:
     layers: list[nn.Module] = []
     channels = in_channels
     for width in _VGG16_WIDTHS:
-        if width == "pool":
+        if width == _POOL:
             layers.append(nn.AvgPool2d(2))
         else:
-            assert isinstance(width, int)
             layers.extend(_conv_bn_relu(channels, width, 3, padding=1))
             channels = width
     # Five poolings take 32x32 to 1x1: the head is a single linear layer.
@@ -205,66 +203,82 @@ _ZOO: dict[str, tuple[ArchInfo, _Builder]] = {
     for info, builder in (
         (
             ArchInfo(
-                "mlp-digits", (1, 8, 8), 10,
-                "MLP 64-128-64-10 for scikit-learn's 8x8 digits",
-                "snnconv (smallest end-to-end example)",
+                name="mlp-digits",
+                input_shape=(1, 8, 8),
+                num_classes=10,
+                description="MLP 64-128-64-10 for scikit-learn's 8x8 digits",
+                source="snnconv (smallest end-to-end example)",
             ),
             _mlp_digits,
         ),
         (
             ArchInfo(
-                "lenet5", (1, 28, 28), 10,
-                "LeNet-5 with ReLU and max pooling (exercises the spiking max-pool)",
-                "LeCun et al., Gradient-based learning applied to document recognition (1998)",
+                name="lenet5",
+                input_shape=(1, 28, 28),
+                num_classes=10,
+                description="LeNet-5 with ReLU and max pooling (exercises the spiking max-pool)",
+                source="LeCun, Bottou, Bengio & Haffner, Proc. IEEE 86(11), 1998 (LeNet-5)",
             ),
             _lenet5,
         ),
         (
             ArchInfo(
-                "cnn-small", (1, 28, 28), 10,
-                "two conv+BN+ReLU+avgpool stages and one linear layer; trains in seconds",
-                "snnconv demo network",
+                name="cnn-small",
+                input_shape=(1, 28, 28),
+                num_classes=10,
+                description="two conv+BN+ReLU+avgpool stages, one linear layer; trains in seconds",
+                source="snnconv demo network",
             ),
             _cnn_small,
         ),
         (
             ArchInfo(
-                "mnist-7conv", (1, 28, 28), 10,
-                "the paper's MNIST net: 7 conv+BN+ReLU, no pooling, FC 512->10",
-                _YAN,
+                name="mnist-7conv",
+                input_shape=(1, 28, 28),
+                num_classes=10,
+                description="the paper's MNIST net: 7 conv+BN+ReLU, no pooling, FC 512->10",
+                source=_YAN,
             ),
             _mnist_7conv,
         ),
         (
             ArchInfo(
-                "vgg-star", (3, 32, 32), 10,
-                "the paper's CIFAR VGG*: 128-128-256-256-512-512-1024 with avg pooling",
-                _YAN,
+                name="vgg-star",
+                input_shape=(3, 32, 32),
+                num_classes=10,
+                description="the paper's CIFAR VGG*: 128-128-256-256-512-512-1024, avg pooling",
+                source=_YAN,
             ),
             _vgg_star,
         ),
         (
             ArchInfo(
-                "vgg16", (3, 32, 32), 10,
-                "VGG-16 for CIFAR: 13 conv+BN+ReLU, avg pooling, one linear layer",
-                "Simonyan & Zisserman, Very Deep Convolutional Networks (2015)",
+                name="vgg16",
+                input_shape=(3, 32, 32),
+                num_classes=10,
+                description="VGG-16 for CIFAR: 13 conv+BN+ReLU, avg pooling, one linear layer",
+                source="Simonyan & Zisserman, Very Deep Convolutional Networks (2015)",
             ),
             _vgg16,
         ),
         (
             ArchInfo(
-                "resnet18", (3, 32, 32), 10,
-                "ResNet-18 for CIFAR: 3x3 stem, no stem max pooling, BasicBlocks [2,2,2,2]",
-                "He et al., Deep Residual Learning for Image Recognition (2016)",
+                name="resnet18",
+                input_shape=(3, 32, 32),
+                num_classes=10,
+                description="ResNet-18 for CIFAR: 3x3 stem, no max pool, BasicBlocks [2,2,2,2]",
+                source="He et al., Deep Residual Learning for Image Recognition (2016)",
             ),
             _resnet18,
         ),
         (
             ArchInfo(
-                "resnet20", (3, 32, 32), 10,
-                "ResNet-20 for CIFAR: 3 stages x 3 BasicBlocks, 16/32/64 channels, "
+                name="resnet20",
+                input_shape=(3, 32, 32),
+                num_classes=10,
+                description="ResNet-20 for CIFAR: 3 stages x 3 BasicBlocks, 16/32/64 channels, "
                 "1x1 conv shortcuts (option B)",
-                "He et al., Deep Residual Learning for Image Recognition (2016)",
+                source="He et al., Deep Residual Learning for Image Recognition (2016)",
             ),
             _resnet20,
         ),

@@ -18,6 +18,12 @@ TASK_NAME = "snnconv.run_job"
 os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
 
 
+def _transport_options(settings: Settings) -> dict:
+    # Redis redelivers an unacknowledged message after the visibility timeout; kombu's SQL
+    # transport has no such timer and hands these options to create_engine, so none there.
+    return {} if settings.embedded else {"visibility_timeout": settings.visibility_timeout_s}
+
+
 def create_celery(settings: Settings) -> Celery:
     """A Celery app for ``settings``: JSON only, late acks, one job per worker at a time."""
     if settings.embedded:
@@ -36,7 +42,7 @@ def create_celery(settings: Settings) -> Celery:
         task_routes={TASK_NAME: {"queue": settings.queue}},
         task_soft_time_limit=settings.soft_time_limit_s,
         task_time_limit=settings.hard_time_limit_s,
-        broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
+        broker_transport_options=_transport_options(settings),
         broker_connection_retry_on_startup=True,
         worker_send_task_events=False,
         worker_hijack_root_logger=False,

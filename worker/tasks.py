@@ -10,7 +10,8 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from celery.exceptions import SoftTimeLimitExceeded
+from celery import Task
+from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from sqlalchemy.orm import sessionmaker
 
 from api import job_state, storage
@@ -121,7 +122,29 @@ def _run(job: JobRecord, settings: Settings, sessions: sessionmaker) -> str:
     return "failed"
 
 
-@app.task(name=TASK_NAME, ignore_result=True)
+class JobTask(Task):
+    """Records failures that escape the task body on the job: the hard time limit (Celery
+    calls this in the pool's parent after killing the child) and infrastructure errors."""
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
+        if not args:
+            return
+        job_id = args[0]
+        settings = get_settings()
+        if isinstance(exc, TimeLimitExceeded):
+            problem = make_problem(
+                500, "time-limit", "Job ran out of time",
+                f"the job was killed after {settings.hard_time_limit_s} s; use fewer timesteps "
+                "or eval_samples, or raise SNNCONV_HARD_TIME_LIMIT_S", f"/v1/jobs/{job_id}")
+        else:
+            problem = make_problem(500, "internal-error", "Job failed unexpectedly",
+                                   f"{type(exc).__name__}: {exc}", f"/v1/jobs/{job_id}")
+        sessions = session_factory(engine_for(settings.sqlalchemy_url))
+        with sessions() as session:
+            job_state.fail(session, job_id, problem.model_dump(exclude_none=True))
+
+
+@app.task(name=TASK_NAME, base=JobTask, ignore_result=True)
 def run_job(job_id: str) -> str:
     """Celery entry point: the job's id is the whole message (JSON)."""
     settings = get_settings()

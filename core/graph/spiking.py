@@ -76,3 +76,29 @@ def strip_leading_module(gm: fx.GraphModule, kind: type) -> tuple[fx.GraphModule
             result.recompile()
             return result, module
     return result, None
+
+
+def constant_input_is_safe(snn: fx.GraphModule) -> bool:
+    """Whether the layers before the first neurons can run once on a constant input.
+
+    True when no node combines a value computed from the input alone with one computed
+    after a neuron (such a node would see tensors with different numbers of rows) and the
+    output depends on a neuron.
+    """
+    from core.neurons import MultiStep
+
+    analog: set[fx.Node] = set()
+    for node in snn.graph.nodes:
+        if node.op == "placeholder":
+            analog.add(node)
+            continue
+        if isinstance(P.module_of(snn, node), MultiStep):
+            continue
+        data = [arg for arg in node.all_input_nodes if arg.op != "get_attr"]
+        from_input = [arg in analog for arg in data]
+        if any(from_input) and not all(from_input):
+            return False
+        if data and all(from_input):
+            analog.add(node)
+    output = next(n for n in snn.graph.nodes if n.op == "output")
+    return output not in analog

@@ -20,7 +20,7 @@ from core.ingest.onnx_import import import_onnx, supported_ops
 from core.ingest.safetensors_file import load_safetensors_file
 from core.ingest.sniff import sniff_format
 from core.ingest.state_dict_file import load_state_dict_file, state_dict_to_safetensors
-from core.ingest.zoo_weights import build_with_weights, input_shape
+from core.ingest.zoo_weights import build_with_weights
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -57,9 +57,6 @@ def load_model(path: Path, arch: str | None = None, *,
         module, sample_shape = import_onnx(model, max_bytes)
         return LoadedModel(module=module, format="onnx", input_shape=sample_shape,
                            opset=default_opset(model))
-    if kind == "safetensors":
-        tensors = load_safetensors_file(path, max_bytes)
-    else:
-        tensors = load_state_dict_file(path, max_bytes)
-    module = build_with_weights(arch, tensors)
-    return LoadedModel(module=module, format=kind, input_shape=input_shape(arch or ""))
+    read_weights = load_safetensors_file if kind == "safetensors" else load_state_dict_file
+    module, sample_shape = build_with_weights(arch, read_weights(path, max_bytes))
+    return LoadedModel(module=module, format=kind, input_shape=sample_shape)

@@ -60,7 +60,7 @@ class GraphBuilder:
     def buffer(self, name: str, array: np.ndarray) -> fx.Node:
         """A constant tensor held by the module and fetched with ``get_attr``."""
         target = self._unique(name)
-        tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+        tensor = torch.from_numpy(np.array(array, dtype=np.float32))  # an owned, writable copy
         self.root.register_buffer(target, tensor)
         node = self.graph.get_attr(target)
         node.meta["probe"] = tensor.to("meta")

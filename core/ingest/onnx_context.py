@@ -6,7 +6,6 @@ import math
 from collections import Counter
 from collections.abc import Callable
 
-import numpy as np
 import onnx
 import torch
 from onnx import GraphProto, NodeProto
@@ -21,11 +20,10 @@ _MAX_FOLDED_ELEMENTS = 64 * 1024 * 1024
 
 
 class ImportContext:
-    """Per-import state shared by operator handlers: the builder, opset and use counts."""
+    """Per-import state shared by operator handlers: the graph builder and use counts."""
 
-    def __init__(self, graph: GraphProto, opset: int) -> None:
+    def __init__(self, graph: GraphProto) -> None:
         self.builder = GraphBuilder()
-        self.opset = opset
         self._uses = Counter(name for node in graph.node for name in node.input if name)
         self._uses.update(output.name for output in graph.output)
 
@@ -42,13 +40,14 @@ class ImportContext:
         """The fx name for ``node``: its sanitised ONNX name, else its op type."""
         return sanitise(node.name, node.op_type.lower())
 
-    def operand(self, node: NodeProto, constant: np.ndarray, partner: fx.Node) -> float | fx.Node:
+    def operand(self, node: NodeProto, constant: Value | None, partner: fx.Node,
+                allow_float: bool = True) -> float | fx.Node:
         """A constant operand of an elementwise op: a float if scalar, else a buffer."""
         array = require_constant(constant, "the constant operand")
         rank = len(shape_of(partner))
-        if array.size == 1 and array.ndim <= rank:
+        if allow_float and array.size == 1 and array.ndim <= rank:
             return float(array.reshape(()))
-        if array.ndim == rank and array.shape[0] != 1:
+        if array.ndim > rank or (array.ndim == rank and array.shape[0] != 1):
             raise NodeUnsupported(
                 f"constant operand of shape {array.shape} spans the batch dimension"
             )

@@ -16,12 +16,14 @@ from torch import fx
 
 from core.errors import ModelRejected
 from core.ingest.onnx_context import Handler, ImportContext
-from core.ingest.onnx_file import default_opset
+from core.ingest.onnx_elementwise import ELEMENTWISE_HANDLERS
 from core.ingest.onnx_layers import LAYER_HANDLERS
-from core.ingest.onnx_tensor_ops import TENSOR_HANDLERS
+from core.ingest.onnx_shape_ops import SHAPE_HANDLERS
 from core.ingest.onnx_values import NodeUnsupported, Value, is_runtime
 
-HANDLERS: dict[str, Handler] = {**LAYER_HANDLERS, **TENSOR_HANDLERS}
+HANDLERS: dict[str, Handler] = {**LAYER_HANDLERS, **ELEMENTWISE_HANDLERS, **SHAPE_HANDLERS}
+_FAILED = object()  # the value of an output whose node could not be imported
+_UNDEFINED = object()  # a name that no initializer, input or earlier node defines
 
 
 def supported_ops() -> list[str]:
@@ -32,14 +34,20 @@ def supported_ops() -> list[str]:
 def import_onnx(model: ModelProto, max_bytes: int) -> tuple[fx.GraphModule, tuple[int, ...]]:
     """The model as an evaluated float32 GraphModule, and one sample's input shape."""
     graph = model.graph
-    _refuse_unknown_ops(graph.node)
-    context = ImportContext(graph, default_opset(model))
+    context = ImportContext(graph)
     values: dict[str, Value] = {t.name: onnx.numpy_helper.to_array(t) for t in graph.initializer}
     model_input = _single_input(model, values)
     sample_shape = _sample_shape(model_input, max_bytes)
     values[model_input.name] = context.builder.placeholder("x", sample_shape)
-    for node in graph.node:
-        _import_node(context, node, values)
+    failures = [problem for node in graph.node
+                if (problem := _import_node(context, node, values)) is not None]
+    if failures:
+        raise ModelRejected(
+            f"the model uses operators the importer does not support: {'; '.join(failures)}. "
+            f"Supported operators: {', '.join(supported_ops())}",
+            code="unsupported-ops",
+            details={"nodes": failures},
+        )
     context.builder.output(_single_output(model, values))
     return context.builder.finish("ImportedOnnxModel"), sample_shape
 
@@ -48,37 +56,38 @@ def _node_label(node: NodeProto) -> str:
     return f"{node.op_type} ({node.name or 'unnamed'})"
 
 
-def _refuse_unknown_ops(nodes: list[NodeProto]) -> None:
-    unknown = [_node_label(node) for node in nodes if node.op_type not in HANDLERS]
-    if unknown:
-        raise ModelRejected(
-            f"the model uses operators the importer does not support: {', '.join(unknown)}. "
-            f"Supported: {', '.join(supported_ops())}",
-            code="unsupported-ops",
-            details={"nodes": unknown},
-        )
+def _import_node(context: ImportContext, node: NodeProto, values: dict[str, Value]) -> str | None:
+    """Add ``node`` to the graph; return why it cannot be imported, or None.
 
-
-def _import_node(context: ImportContext, node: NodeProto, values: dict[str, Value]) -> None:
+    Import goes on after a failure so that the user learns about every offending node at
+    once; nodes downstream of a failure are skipped without blame (their inputs are gone).
+    """
+    unknown = node.op_type not in HANDLERS
+    inputs = [values.get(name, _UNDEFINED) if name else None for name in node.input]
+    if unknown or any(value is _FAILED for value in inputs):
+        values.update(dict.fromkeys(node.output, _FAILED))
+        return _node_label(node) if unknown else None
+    if any(value is _UNDEFINED for value in inputs):
+        raise ModelRejected(f"node {_node_label(node)} reads a value nothing defines",
+                            code="malformed")
     try:
-        inputs = [values[name] if name else None for name in node.input]
-    except KeyError as err:
-        raise ModelRejected(
-            f"node {_node_label(node)} reads {err.args[0]!r}, which nothing defines",
-            code="malformed",
-        ) from None
-    try:
-        for extra in node.output[1:]:
-            if extra and context.uses(extra):
-                raise NodeUnsupported(f"its extra output {extra!r} is used")
-        result = HANDLERS[node.op_type](context, node, inputs)
+        values[node.output[0]] = _run_handler(context, node, inputs)
     except NodeUnsupported as err:
-        raise ModelRejected(
-            f"the model uses operators the importer does not support: {_node_label(node)}: {err}",
-            code="unsupported-ops",
-            details={"nodes": [_node_label(node)]},
-        ) from None
-    values[node.output[0]] = result
+        values.update(dict.fromkeys(node.output, _FAILED))
+        return f"{_node_label(node)}: {err}"
+    return None
+
+
+def _run_handler(context: ImportContext, node: NodeProto, inputs: list[Value | None]) -> Value:
+    for extra in node.output[1:]:
+        if extra and context.uses(extra):
+            raise NodeUnsupported(f"its extra output {extra!r} is used")
+    try:
+        result = HANDLERS[node.op_type](context, node, inputs)
+    except (ValueError, KeyError, IndexError, TypeError, RuntimeError) as err:
+        # Malformed attributes or shapes that do not fit: blame the node, never crash.
+        raise NodeUnsupported(f"cannot be imported ({type(err).__name__}: {err})") from None
+    return result if is_runtime(result) else np.asarray(result)
 
 
 def _single_input(model: ModelProto, values: dict[str, Value]) -> ValueInfoProto:

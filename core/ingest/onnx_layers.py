@@ -75,7 +75,7 @@ def _zero_pad(ctx: ImportContext, node: NodeProto, x: fx.Node, begins: list[int]
                                      _torch_pad_order(begins, ends))
 
 
-def conv(ctx: ImportContext, node: NodeProto, inputs: list[Value | None]) -> Value:
+def _conv(ctx: ImportContext, node: NodeProto, inputs: list[Value | None]) -> Value:
     x = _runtime_input(inputs[0])
     weight = require_constant(inputs[1], "the Conv weight")
     bias = None
@@ -112,7 +112,7 @@ def _linear(ctx: ImportContext, node: NodeProto, x: fx.Node, weight: np.ndarray,
     return ctx.builder.call_module(ctx.name(node), layer, x)
 
 
-def gemm(ctx: ImportContext, node: NodeProto, inputs: list[Value | None]) -> Value:
+def _gemm(ctx: ImportContext, node: NodeProto, inputs: list[Value | None]) -> Value:
     x = _runtime_input(inputs[0])
     attrs = ctx.attrs(node)
     if attrs.get("transA", 0):
@@ -135,7 +135,7 @@ def per_feature(constant: np.ndarray, features: int) -> np.ndarray:
     raise NodeUnsupported(f"bias of shape {constant.shape} does not broadcast per feature")
 
 
-def matmul(ctx: ImportContext, node: NodeProto, inputs: list[Value | None]) -> Value:
+def _matmul(ctx: ImportContext, node: NodeProto, inputs: list[Value | None]) -> Value:
     a, b = inputs[0], inputs[1]
     if not is_runtime(a) and not is_runtime(b):
         left, right = require_constant(a, "MatMul A"), require_constant(b, "MatMul B")
@@ -149,7 +149,7 @@ def matmul(ctx: ImportContext, node: NodeProto, inputs: list[Value | None]) -> V
     return result
 
 
-def batch_norm(ctx: ImportContext, node: NodeProto, inputs: list[Value | None]) -> Value:
+def _batch_norm(ctx: ImportContext, node: NodeProto, inputs: list[Value | None]) -> Value:
     x = _runtime_input(inputs[0])
     attrs = ctx.attrs(node)
     if attrs.get("training_mode", 0):
@@ -183,7 +183,7 @@ def _require_torch_padding(begins: list[int], ends: list[int], kernel: list[int]
         raise NodeUnsupported(f"pooling pads {begins} exceed half the kernel {kernel}")
 
 
-def max_pool(ctx: ImportContext, node: NodeProto, inputs: list[Value | None]) -> Value:
+def _max_pool(ctx: ImportContext, node: NodeProto, inputs: list[Value | None]) -> Value:
     x = _runtime_input(inputs[0])
     attrs, kernel, strides, pads = _window(ctx, node, x)
     begins, ends = _split_pads(pads)
@@ -194,7 +194,7 @@ def max_pool(ctx: ImportContext, node: NodeProto, inputs: list[Value | None]) ->
     return ctx.builder.call_module(ctx.name(node), layer, x)
 
 
-def average_pool(ctx: ImportContext, node: NodeProto, inputs: list[Value | None]) -> Value:
+def _average_pool(ctx: ImportContext, node: NodeProto, inputs: list[Value | None]) -> Value:
     x = _runtime_input(inputs[0])
     attrs, kernel, strides, pads = _window(ctx, node, x)
     if any(d != 1 for d in attrs.get("dilations", [1, 1])):
@@ -212,7 +212,7 @@ def average_pool(ctx: ImportContext, node: NodeProto, inputs: list[Value | None]
     return ctx.builder.call_module(ctx.name(node), layer, x)
 
 
-def global_average_pool(ctx: ImportContext, node: NodeProto, inputs: list[Value | None]) -> Value:
+def _global_average_pool(ctx: ImportContext, node: NodeProto, inputs: list[Value | None]) -> Value:
     x = _runtime_input(inputs[0])
     rank = len(shape_of(x))
     pools = {3: nn.AdaptiveAvgPool1d, 4: nn.AdaptiveAvgPool2d}
@@ -233,13 +233,13 @@ def _softmax_like(layer_type: type[nn.Module]) -> Handler:
 
 
 LAYER_HANDLERS: dict[str, Handler] = {
-    "Conv": conv,
-    "Gemm": gemm,
-    "MatMul": matmul,
-    "BatchNormalization": batch_norm,
-    "MaxPool": max_pool,
-    "AveragePool": average_pool,
-    "GlobalAveragePool": global_average_pool,
+    "Conv": _conv,
+    "Gemm": _gemm,
+    "MatMul": _matmul,
+    "BatchNormalization": _batch_norm,
+    "MaxPool": _max_pool,
+    "AveragePool": _average_pool,
+    "GlobalAveragePool": _global_average_pool,
     "Softmax": _softmax_like(nn.Softmax),
     "LogSoftmax": _softmax_like(nn.LogSoftmax),
 }

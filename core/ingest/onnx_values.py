@@ -45,6 +45,11 @@ def is_symbolic(value: Value | None) -> bool:
     return isinstance(value, np.ndarray) and value.dtype == object
 
 
+def optional_input(inputs: list[Value | None], index: int) -> Value | None:
+    """Input ``index`` of a node, or None where it is omitted (trailing or empty name)."""
+    return inputs[index] if len(inputs) > index else None
+
+
 def require_constant(value: Value | None, what: str) -> np.ndarray:
     """``value`` as a numeric array, or ``NodeUnsupported`` naming ``what``."""
     if not isinstance(value, np.ndarray) or value.dtype == object:

@@ -35,7 +35,8 @@ def sniff_format(path: Path) -> ModelFormat:
     if head[0] == 0x80 and len(head) > 1 and head[1] in _PICKLE_PROTOCOL_BYTES:
         raise ModelRejected(
             "the file is a raw Python pickle, which could run code when loaded; "
-            "export to ONNX or save model.state_dict() with torch.save",
+            "export to ONNX, or save model.state_dict() with a current torch.save "
+            "(old-style non-zip torch.save files are raw pickles too)",
             code="pickle",
         )
     if head.startswith(_ZIP_MAGIC):

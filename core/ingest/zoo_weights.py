@@ -9,20 +9,20 @@ from core import zoo
 from core.errors import InvalidSpec, ModelRejected
 
 
-def build_with_weights(arch: str | None, tensors: dict[str, torch.Tensor]) -> fx.GraphModule:
-    """Instantiate zoo architecture ``arch``, load ``tensors`` strictly and trace it (eval mode)."""
+def build_with_weights(
+    arch: str | None, tensors: dict[str, torch.Tensor]
+) -> tuple[fx.GraphModule, tuple[int, ...]]:
+    """Zoo architecture ``arch`` with ``tensors`` loaded strictly, traced in eval mode.
+
+    Returns the GraphModule and one sample's input shape.
+    """
     model = _build(arch)
     _require_matching_keys(model, tensors, arch)
     model.load_state_dict(tensors, strict=True)
-    return fx.symbolic_trace(model.float().eval())
+    return fx.symbolic_trace(model.float().eval()), tuple(zoo.info(arch).input_shape)
 
 
-def input_shape(arch: str) -> tuple[int, ...]:
-    """One sample's input shape for zoo architecture ``arch``."""
-    return tuple(zoo.info(arch).input_shape)
-
-
-def _build(arch: str | None) -> nn.Module:
+def _build(arch: str | None) -> nn.Module:  # refuses a missing or unknown ``arch``
     known = ", ".join(zoo.names())
     if not arch:
         raise ModelRejected(

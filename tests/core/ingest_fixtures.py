@@ -91,15 +91,17 @@ def float_input(name: str, sample_shape: tuple[int, ...]) -> onnx.ValueInfoProto
     return helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N", *sample_shape])
 
 
-def float_output(name: str) -> onnx.ValueInfoProto:
-    return helper.make_tensor_value_info(name, TensorProto.FLOAT, None)
+def float_output(name: str, rank: int) -> onnx.ValueInfoProto:
+    dims = ["N", *(f"d{i}" for i in range(1, rank))]
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, dims)
 
 
 def save_graph(path: Path, nodes: list, sample_shape: tuple[int, ...], initializers: list,
-               opset: int, output: str = "y", domains: tuple[tuple[str, int], ...] = ()) -> Path:
-    """A one-input, one-output model saved to ``path`` (checked by onnx's checker)."""
+               opset: int, output_rank: int = 2,
+               domains: tuple[tuple[str, int], ...] = ()) -> Path:
+    """A model from input ``x`` to output ``y`` saved to ``path``."""
     graph = helper.make_graph(nodes, "test", [float_input("x", sample_shape)],
-                              [float_output(output)], initializer=initializers)
+                              [float_output("y", output_rank)], initializer=initializers)
     opsets = [helper.make_opsetid("", opset), *(helper.make_opsetid(d, v) for d, v in domains)]
     model = helper.make_model(graph, opset_imports=opsets,
                                ir_version=helper.find_min_ir_version_for(opsets))

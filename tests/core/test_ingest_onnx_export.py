@@ -13,6 +13,7 @@ from ingest_fixtures import (
 )
 from torch import nn
 
+from core import zoo
 from core.ingest import load_model
 
 EXPORT_BATCH = 2
@@ -136,3 +137,64 @@ def test_legacy_export_with_runtime_shape_ops_keeps_batch_dynamic(conv_net, tmp_
 
     assert_matches_onnxruntime(path, loaded, TEST_BATCH)
     assert_matches_onnxruntime(path, loaded, 1)
+
+
+class BiasFreeNet(nn.Module):
+    """Bias-free conv and linear (MatMul in the legacy export), BatchNorm1d, dropout."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, bias=False)
+        self.fc = nn.Linear(4 * 6 * 6, 8, bias=False)
+        self.bn = nn.BatchNorm1d(8)
+        self.drop = nn.Dropout(0.3)
+        self.head = nn.Linear(8, 3)
+        with torch.no_grad():
+            self.bn.running_mean.uniform_(-0.5, 0.5)
+            self.bn.running_var.uniform_(0.5, 2.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.conv(x))
+        y = self.drop(torch.relu(self.bn(self.fc(y.view(y.size(0), -1)))))
+        return self.head(torch.flatten(y, 1))
+
+
+@pytest.mark.parametrize("dynamo", EXPORTERS)
+def test_bias_free_layers_and_batch_norm_1d_with_dynamic_batch_export(tmp_path, dynamo):
+    torch.manual_seed(2)
+    dynamic = ({"dynamic_shapes": ({0: torch.export.Dim("batch")},)} if dynamo else
+               {"input_names": ["x"], "dynamic_axes": {"x": {0: "n"}}})
+    path = export_onnx(BiasFreeNet(), torch.randn(EXPORT_BATCH, 1, 8, 8), tmp_path / "m.onnx",
+                       dynamo=dynamo, keep_batch_norm=True, **dynamic)
+
+    loaded = load_model(path)
+
+    assert nn.BatchNorm1d in module_types(loaded)
+    assert_matches_onnxruntime(path, loaded, TEST_BATCH)
+
+
+ZOO_QUICK = ["lenet5", "resnet20"]
+
+
+def _zoo_round_trip(tmp_path, name: str, dynamo: bool) -> None:
+    torch.manual_seed(3)
+    model = zoo.build(name).eval()
+    sample = torch.randn(EXPORT_BATCH, *zoo.info(name).input_shape)
+    path = export_onnx(model, sample, tmp_path / "m.onnx", dynamo=dynamo, keep_batch_norm=True)
+
+    loaded = load_model(path)
+
+    assert loaded.input_shape == tuple(zoo.info(name).input_shape)
+    assert_matches_onnxruntime(path, loaded, 4, export_batch=EXPORT_BATCH)
+
+
+@pytest.mark.parametrize("name", ZOO_QUICK)
+def test_zoo_architectures_round_trip_through_legacy_export(tmp_path, name):
+    _zoo_round_trip(tmp_path, name, dynamo=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dynamo", EXPORTERS)
+@pytest.mark.parametrize("name", zoo.names())
+def test_every_zoo_architecture_round_trips_through_both_exporters(tmp_path, name, dynamo):
+    _zoo_round_trip(tmp_path, name, dynamo)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
 import torch
 import torch.nn.functional as F
@@ -114,15 +115,15 @@ def test_runtime_shape_arithmetic_and_max_min_clamp(tmp_path, opset):
         helper.make_node("Max", ["flat32", "low"], ["lo"], name="max"),
         helper.make_node("Min", ["lo", "high"], ["y"], name="min"),
     ]
-    inits = [_ints("zero", [0])[0:1], _ints("axis0", [0]), _ints("minus_one", [-1]),
-             tensor("low", np.array(-0.5, np.float32)), tensor("high", np.array(0.7, np.float32))]
-    inits[0] = tensor("zero", np.array(0, dtype=np.int64))
+    inits = [tensor("zero", np.array(0, dtype=np.int64)), _ints("axis0", [0]),
+             _ints("minus_one", [-1]), tensor("low", np.array(-0.5, np.float32)),
+             tensor("high", np.array(0.75, np.float32))]
     path = save_graph(tmp_path / "m.onnx", nodes, (3, 4, 4), inits, opset)
 
     loaded = load_model(path)
 
     clamps = [n for n in loaded.module.graph.nodes if n.target is torch.clamp]
-    assert len(clamps) == 1 and clamps[0].kwargs == {"min": -0.5, "max": 0.7}
+    assert len(clamps) == 1 and clamps[0].kwargs == {"min": -0.5, "max": 0.75}
     assert_matches_onnxruntime(path, loaded, BATCH)
     assert_matches_onnxruntime(path, loaded, 1)
 
@@ -144,8 +145,8 @@ def test_pooling_variants_and_same_padding(tmp_path, opset):
         helper.make_node("Flatten", ["g"], ["f"], name="flat"),
         helper.make_node("LogSoftmax", ["f"], ["y"], axis=-1, name="logp"),
     ]
-    path = save_graph(tmp_path / "m.onnx", nodes, (2, 11, 11), [tensor("w", _weights(4, 2, 3, 3))],
-                      opset)
+    path = save_graph(tmp_path / "m.onnx", nodes, (2, 11, 11),
+                      [tensor("w", _weights(4, 2, 3, 3))], opset)
 
     loaded = load_model(path)
 
@@ -184,14 +185,35 @@ def test_fixed_batch_shape_constants_become_dynamic(tmp_path):
     inits = [_ints("grid", [1, 3, 4]), _ints("flat", [1, -1]),
              tensor("scale", _weights(1, 1, 4))]
     path = save_graph(tmp_path / "m.onnx", nodes, (12,), inits, 13)
-    model = path.read_bytes()
-    fixed = helper.make_tensor_value_info("x", 1, [1, 12])
-    import onnx
-
-    proto = onnx.load_model_from_string(model)
-    proto.graph.input[0].CopyFrom(fixed)
+    proto = onnx.load_model_from_string(path.read_bytes())
+    proto.graph.input[0].CopyFrom(helper.make_tensor_value_info("x", 1, [1, 12]))
     path.write_bytes(proto.SerializeToString())
 
     loaded = load_model(path)
 
     assert_matches_onnxruntime(path, loaded, 4, export_batch=1)
+
+
+@pytest.mark.parametrize("opset", OPSETS)
+def test_constant_first_operands(tmp_path, opset):
+    """Exporters also write ``c ⊕ x``: the importer canonicalises to ``x ⊕ c`` and still fuses."""
+    nodes = [
+        helper.make_node("Mul", ["scale", "x"], ["s"], name="scale"),
+        helper.make_node("MatMul", ["s", "w"], ["m"], name="fc"),
+        helper.make_node("Add", ["b", "m"], ["a"], name="fc_bias"),
+        helper.make_node("Max", ["low", "a"], ["lo"], name="floor_at"),
+        helper.make_node("Div", ["two", "lo"], ["y"], name="reciprocal"),
+    ]
+    inits = [tensor("scale", _weights(6)), tensor("w", _weights(6, 4)), tensor("b", _weights(4)),
+             tensor("low", np.array(0.5, np.float32)), tensor("two", np.array(2.0, np.float32))]
+    path = save_graph(tmp_path / "m.onnx", nodes, (6,), inits, opset)
+
+    loaded = load_model(path)
+
+    graph = loaded.module.graph
+    mul = next(n for n in graph.nodes if n.target is torch.mul)
+    assert mul.args[0].op == "placeholder" and mul.args[1].op == "get_attr"
+    assert torch.add not in function_targets(loaded)
+    clamp = next(n for n in graph.nodes if n.target is torch.clamp)
+    assert clamp.kwargs == {"min": 0.5}
+    assert_matches_onnxruntime(path, loaded, BATCH)

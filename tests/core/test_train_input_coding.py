@@ -5,8 +5,8 @@ import torch
 from torch import nn
 
 from core.errors import InvalidSpec, UnsupportedModel
-from core.train.input_coding import ICEExpand, VREncode, with_input_coding
 from core.graph import trace
+from core.train.input_coding import ICEExpand, VREncode, with_input_coding
 
 
 def test_vr_values_and_counts_by_hand():

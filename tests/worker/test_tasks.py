@@ -42,10 +42,10 @@ def test_a_job_runs_to_the_same_report_as_the_pipeline(client, settings, session
     assert served["ann"]["top1"] == direct.ann.top1
     assert [m["top1"] for m in served["methods"]] == [m.top1 for m in direct.methods]
     assert served["ann"]["top1"] > 0.5  # the fixture model learned something
-    # Partial accuracies mirrored while simulating are the final curves' prefixes.
-    for method in served["methods"]:
-        partial = job["partial_top1"][method["method"]]
-        assert partial == method["top1"][:len(partial)] and partial
+    # Accuracy per t over the samples simulated so far was mirrored for every method.
+    assert set(job["partial_top1"]) == {"max-norm", "robust-norm"}
+    for partial in job["partial_top1"].values():
+        assert 0 < len(partial) <= 6 and all(0 <= a <= 1 for a in partial)
 
 
 def test_an_unconvertible_model_fails_with_a_problem_detail(client, settings, sessions,
@@ -107,3 +107,23 @@ def test_progress_is_throttled_within_a_stage_and_cancel_raises(client, settings
     assert client.post(f"/v1/jobs/{job_id}/cancel").json()["cancel_requested"] is True
     with pytest.raises(JobCancelled):
         progress(ProgressEvent(stage="done", progress=1.0))
+
+
+def test_hard_time_limit_marks_the_job_failed(client, settings, sessions, digits_onnx,
+                                              monkeypatch):
+    from celery.exceptions import TimeLimitExceeded
+
+    from api.settings import get_settings
+    from worker.tasks import run_job
+
+    job_id = _create(client, digits_onnx)
+    with sessions() as session:
+        job_state.claim(session, job_id, 3)
+    monkeypatch.setenv("SNNCONV_DATA_DIR", str(settings.data_dir))
+    get_settings.cache_clear()
+    try:
+        run_job.on_failure(TimeLimitExceeded(5), "task-id", [job_id], {}, None)
+    finally:
+        get_settings.cache_clear()
+    job = client.get(f"/v1/jobs/{job_id}").json()
+    assert job["status"] == "failed" and job["error"]["code"] == "time-limit"

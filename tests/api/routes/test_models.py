@@ -73,3 +73,34 @@ def test_delete_removes_the_record_and_the_file(client, digits_onnx, assert_prob
     assert stored_files() == []
     assert_problem(client.get(f"/v1/models/{model_id}"), 404, "model-not-found")
     assert_problem(client.delete(f"/v1/models/{model_id}"), 404, "model-not-found")
+
+
+def test_safetensors_weights_with_a_zoo_arch(client, tmp_path):
+    from safetensors.torch import save_file
+
+    from core import zoo
+
+    path = tmp_path / "mlp.safetensors"
+    save_file({k: v.contiguous() for k, v in zoo.build("mlp-digits").state_dict().items()},
+              str(path))
+    response = _upload(client, path, filename=path.name, arch="mlp-digits")
+    assert response.status_code == 201, response.text
+    model = response.json()
+    assert (model["format"], model["arch"], model["input_shape"]) == (
+        "safetensors", "mlp-digits", [1, 8, 8])
+    assert client.get(f"/v1/models/{model['id']}").json()["arch"] == "mlp-digits"
+
+
+def test_safetensors_without_arch_is_refused(client, tmp_path, stored_files):
+    from safetensors.torch import save_file
+
+    from core import zoo
+
+    path = tmp_path / "mlp.safetensors"
+    save_file({k: v.contiguous() for k, v in zoo.build("mlp-digits").state_dict().items()},
+              str(path))
+    response = _upload(client, path, filename=path.name)
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert "arch" in response.json()["detail"]
+    assert stored_files() == []
