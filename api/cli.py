@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -58,12 +59,25 @@ def serve(host: str = "127.0.0.1", port: int = 8000, *, with_worker: bool | None
     engine.dispose()
     worker = None
     if settings.embedded if with_worker is None else with_worker:
+        _unwind_on_sigterm()
         worker = subprocess.Popen(worker_command(loglevel=loglevel.upper()))
     try:
         uvicorn.run(create_app(settings), host=host, port=port, log_level=loglevel)
     finally:
         if worker is not None:
             _stop(worker)
+
+
+def _unwind_on_sigterm() -> None:
+    """Let SIGTERM unwind like Ctrl-C, so ``serve`` stops its worker before it exits.
+
+    uvicorn re-raises the signal it caught once it has shut down; with the default handler
+    that would end the process on the spot and leave the worker running.
+    """
+    def _raise_exit(signum: int, _frame) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _raise_exit)
 
 
 def _stop(process: subprocess.Popen) -> None:

@@ -58,9 +58,11 @@ def record_progress(session: Session, job_id: str, *, stage: str, progress: floa
     return job is None or job.cancel_requested
 
 
-def succeed(session: Session, job_id: str) -> bool:
+def succeed(session: Session, job_id: str, final_top1: dict[str, list[float]]) -> bool:
+    """Mark the job done; its accuracy per t becomes the report's complete curves."""
     return _transition(session, job_id, {JobStatus.running}, status=JobStatus.succeeded,
-                       progress=1.0, finished_at=utcnow(), message="done")
+                       progress=1.0, finished_at=utcnow(), message="done",
+                       partial_top1=final_top1)
 
 
 def fail(session: Session, job_id: str, problem: dict) -> bool:

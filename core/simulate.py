@@ -241,6 +241,7 @@ def simulate(snn: SpikingNetwork, x: np.ndarray, y: np.ndarray, *, sample_shape:
     per_step = bytes_per_sample_step(reference, sample_shape)
     chunk = int(max(1, min(snn.timesteps, memory_budget_mb * 2**20 // (per_step * batch_size))))
     total = len(x)
+    completed: list[float] = []  # accuracy per t over the batches finished so far
     try:
         with torch.no_grad():
             for first in range(0, total, batch_size):
@@ -252,8 +253,7 @@ def simulate(snn: SpikingNetwork, x: np.ndarray, y: np.ndarray, *, sample_shape:
 
                 def report(step: int, done: int = first, size: int = len(xb)) -> None:
                     if progress is not None:
-                        progress((done + size * step / snn.timesteps) / total,
-                                 tally.fractions(tally.top1) if tally.samples else [])
+                        progress((done + size * step / snn.timesteps) / total, completed)
 
                 if snn.mode == "asg":
                     _simulate_asg_batch(snn, xb, yb, reference_prediction, tally, counter,
@@ -263,6 +263,7 @@ def simulate(snn: SpikingNetwork, x: np.ndarray, y: np.ndarray, *, sample_shape:
                                        chunk, report)
                 tally.samples += len(xb)
                 _add_layer_stats(tally, neurons, activations, snn.timesteps)
+                completed = tally.fractions(tally.top1)
     finally:
         counter.close()
         reset_state(network)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from celery import Celery
+from celery import Celery, signals
 
 from api.settings import Settings, get_settings
 
@@ -26,8 +26,6 @@ def _transport_options(settings: Settings) -> dict:
 
 def create_celery(settings: Settings) -> Celery:
     """A Celery app for ``settings``: JSON only, late acks, one job per worker at a time."""
-    if settings.embedded:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
     celery = Celery("snnconv", broker=settings.broker_url, include=["worker.tasks"])
     celery.conf.update(
         task_serializer="json",
@@ -51,3 +49,11 @@ def create_celery(settings: Settings) -> Celery:
 
 
 app = create_celery(get_settings())
+
+
+@signals.worker_init.connect
+def _create_embedded_broker_dir(**_kwargs) -> None:
+    """The SQLite broker file lives in data_dir, which a fresh install may not have yet."""
+    settings = get_settings()
+    if settings.embedded:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)

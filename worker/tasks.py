@@ -115,7 +115,7 @@ def _run(job: JobRecord, settings: Settings, sessions: sessionmaker) -> str:
                                f"{type(error).__name__}: {error}", instance)
     else:
         with sessions() as session:
-            job_state.succeed(session, job.id)
+            job_state.succeed(session, job.id, {m.method: m.top1 for m in report.methods})
         return "succeeded"
     with sessions() as session:
         job_state.fail(session, job.id, problem.model_dump(exclude_none=True))

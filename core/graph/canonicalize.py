@@ -151,6 +151,11 @@ def _clamp_bounds(gm: fx.GraphModule, node: fx.Node) -> tuple[float | None, floa
         return 0.0, 6.0
     if isinstance(module, nn.Hardtanh):
         return float(module.min_val), float(module.max_val)
+    if P.is_function(node, {F.hardtanh}):
+        return (P.scalar_constant(gm, P.node_arg(node, 1, "min_val", -1.0)),
+                P.scalar_constant(gm, P.node_arg(node, 2, "max_val", 1.0)))
+    if P.is_function(node, {torch.clamp_min}) or P.is_method(node, {"clamp_min"}):
+        return P.scalar_constant(gm, P.node_arg(node, 1, "min")), None
     if P.is_function(node, P.CLAMP_FUNCTIONS) or P.is_method(node, {"clamp", "clip"}):
         low = P.node_arg(node, 1, "min")
         high = P.node_arg(node, 2, "max")
@@ -171,7 +176,10 @@ def recognise_activations(gm: fx.GraphModule) -> fx.GraphModule:
             continue
         if bounds[1] is not None and bounds[1] <= 0:
             continue
-        _replace_with_module(gm, node, ClampedReLU(bounds[1]), node.args[0], "act")
+        if node.op == "call_module":  # keep the user's layer name
+            gm.add_submodule(str(node.target), ClampedReLU(bounds[1]))
+            continue
+        _replace_with_module(gm, node, ClampedReLU(bounds[1]), node.args[0], f"{node.name}_act")
         gm.graph.erase_node(node)
     return _finish(gm)
 

@@ -74,8 +74,9 @@ def test_finished_jobs_do_not_change_again(sessions):
     job_id = _job(sessions)
     with sessions() as session:
         job_state.claim(session, job_id, max_attempts=3)
-        assert job_state.succeed(session, job_id)
+        assert job_state.succeed(session, job_id, {"max-norm": [0.5, 1.0]})
         assert not job_state.fail(session, job_id, {"detail": "late"})
         assert not job_state.mark_cancelled(session, job_id)
     job = _get(sessions, job_id)
     assert job.status is JobStatus.succeeded and job.progress == 1.0 and job.error is None
+    assert job.partial_top1 == {"max-norm": [0.5, 1.0]}

@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from ingest_fixtures import save_graph, tensor
+from tests.core.ingest_fixtures import save_graph, tensor
 from onnx import TensorProto, helper
 from safetensors.torch import save_file
 from torch import nn

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from ingest_fixtures import (
+from tests.core.ingest_fixtures import (
     assert_matches_onnxruntime,
     export_onnx,
     function_targets,

@@ -7,7 +7,7 @@ import onnx
 import pytest
 import torch
 import torch.nn.functional as F
-from ingest_fixtures import (
+from tests.core.ingest_fixtures import (
     assert_matches_onnxruntime,
     function_targets,
     module_types,

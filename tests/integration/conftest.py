@@ -142,6 +142,12 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+@pytest.fixture
+def embedded_env(tmp_path) -> dict[str, str]:
+    """Environment for a service process on the embedded stack in tmp_path."""
+    return _clean_env(tmp_path)
+
+
 @pytest.fixture(scope="module", params=["redis-postgres", "embedded"])
 def service(request, tmp_path_factory):
     """A running service over HTTP; both stacks run every test that uses it."""
