@@ -9,7 +9,7 @@ from pathlib import Path
 
 from core.errors import SnnconvError
 from core.progress import ProgressEvent
-from core.report import Report, write_report_files
+from core.report import REPORT_FILES, Report, write_report_files
 from core.spec import METHODS, JobSpec
 
 
@@ -69,8 +69,9 @@ def run_and_write(spec: JobSpec, out: Path, quiet: bool = False) -> Report:
     from core.pipeline import run
 
     bar = _ProgressBar(quiet)
+    out.mkdir(parents=True, exist_ok=True)
     try:
-        report = run(spec, bar)
+        report = run(spec, bar, artifacts_dir=out)
     finally:
         bar.close()
     write_report_files(report, out)
@@ -88,7 +89,8 @@ def _convert(args: argparse.Namespace) -> int:
             "levels": args.levels, "clamp_max": args.clamp_max})
     report = run_and_write(spec, args.out, args.quiet)
     print(accuracy_table(report))
-    print(f"\nreport files written to {args.out}/ ({', '.join(('report.json', 'report.csv', 'accuracy.svg', 'accuracy.png'))})")
+    files = ", ".join((*REPORT_FILES, *report.artifacts))
+    print(f"\nreport files written to {args.out}/ ({files})")
     return 0
 
 

@@ -35,9 +35,16 @@ def energy_model(analog_input: bool) -> EnergyModel:
     return EnergyModel(e_mac_pj=E_MAC_PJ, e_ac_pj=E_AC_PJ, assumptions=assumptions)
 
 
+def device_of(module: nn.Module) -> torch.device:
+    """Where a module's parameters (or buffers) live; CPU for a module with neither."""
+    for tensor in (*module.parameters(), *module.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
 def input_shapes(gm: fx.GraphModule, sample_shape: tuple[int, ...]) -> dict[str, torch.Size]:
     """The input shape (batch 1) of every call_module node, by module name."""
-    ShapeProp(gm).propagate(torch.zeros(1, *sample_shape))
+    ShapeProp(gm).propagate(torch.zeros(1, *sample_shape, device=device_of(gm)))
     shapes = {}
     for node in gm.graph.nodes:
         if node.op == "call_module" and isinstance(node.args[0], fx.Node):
@@ -65,10 +72,11 @@ def _connections(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def fanout_map(module: nn.Module, shape: torch.Size) -> torch.Tensor:
-    """Synapses driven by each input element (shape without the batch dimension)."""
-    x = torch.ones(shape, requires_grad=True)
-    _connections(module, x).sum().backward()
-    return x.grad[0].detach()
+    """Synapses driven by each input element (shape without the batch dimension), on the CPU."""
+    x = torch.ones(shape, device=device_of(module), requires_grad=True)
+    with torch.enable_grad():
+        _connections(module, x).sum().backward()
+    return x.grad[0].detach().cpu()
 
 
 def synaptic_fanouts(gm: fx.GraphModule, sample_shape: tuple[int, ...]) -> dict[str, torch.Tensor]:

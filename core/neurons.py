@@ -55,7 +55,8 @@ class IFNeuron(MultiStep):
     ``spike_count`` holds each neuron's count since the last reset.
     """
 
-    def __init__(self, threshold: torch.Tensor | float, amplitude: torch.Tensor | float | None = None,
+    def __init__(self, threshold: torch.Tensor | float,
+                 amplitude: torch.Tensor | float | None = None,
                  reset: ResetMode = "subtract", initial_fraction: float = 0.0):
         super().__init__()
         threshold = torch.as_tensor(threshold, dtype=torch.float32).reshape(-1)

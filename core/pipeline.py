@@ -28,6 +28,7 @@ from core.progress import ProgressCallback, ProgressEvent, ignore_progress
 from core.report import AnnResult, DatasetInfo, Report
 from core.simulate import simulate, topk_correct
 from core.spec import JobSpec
+from core.train import export_onnx, export_safetensors
 
 
 def resolve_device(name: str) -> torch.device:
@@ -101,8 +102,28 @@ class _Stages:
                                     partial_top1=partial or None))
 
 
-def run(spec: JobSpec, progress: ProgressCallback = ignore_progress) -> Report:
-    """Convert the spec's model with each method and evaluate it on the spec's dataset."""
+CQ_MODEL_FILES = ("cq-model.onnx", "cq-model.safetensors")
+
+
+def export_cq_model(ctx: ConversionContext, directory: Path) -> list[str]:
+    """Give the user the CQ network the paper's methods converted (ONNX and safetensors)."""
+    cq = ctx.cache.get("cq")
+    if cq is None:
+        return []
+    model = cq.model.cpu().eval()
+    onnx_path, weights_path = (directory / name for name in CQ_MODEL_FILES)
+    export_onnx(model, (1, *ctx.sample_shape), onnx_path, dynamo=False)
+    export_safetensors(model, weights_path)
+    cq.model.to(ctx.device)
+    return list(CQ_MODEL_FILES)
+
+
+def run(spec: JobSpec, progress: ProgressCallback = ignore_progress,
+        artifacts_dir: Path | None = None) -> Report:
+    """Convert the spec's model with each method and evaluate it on the spec's dataset.
+
+    With ``artifacts_dir``, a CQ network built for the paper's methods is exported there.
+    """
     began = time.perf_counter()
     stages = _Stages(progress, len(spec.methods))
     device = resolve_device(spec.device)
@@ -139,6 +160,7 @@ def run(spec: JobSpec, progress: ProgressCallback = ignore_progress) -> Report:
             snn, evaluation.x, evaluation.y, sample_shape=dataset.input_shape,
             batch_size=spec.batch_size, device=device, memory_budget_mb=spec.memory_budget_mb,
             progress=lambda f, partial: stages.emit("simulate", f, "simulating", partial)))
+    artifacts = export_cq_model(ctx, Path(artifacts_dir)) if artifacts_dir else []
     stages.emit("report", 1.0, "done")
     analog = any(r.parameters.get("input_encoding", r.parameters.get("encoding")) == "direct"
                  for r in results)
@@ -150,6 +172,6 @@ def run(spec: JobSpec, progress: ProgressCallback = ignore_progress) -> Report:
                             input_shape=list(dataset.input_shape),
                             num_classes=dataset.num_classes),
         device=str(device), ann=ann_result, methods=results,
-        energy_model=energy_model(analog), versions=_versions(),
+        energy_model=energy_model(analog), versions=_versions(), artifacts=artifacts,
         seconds=time.perf_counter() - began,
     )

@@ -41,7 +41,8 @@ class LayerStats(BaseModel):
     threshold_min: float
     threshold_max: float
     firing_rate: float = Field(description="mean spikes per neuron per step at T_max")
-    saturated_fraction: float = Field(description="neurons whose ANN activation exceeds the threshold")
+    saturated_fraction: float = Field(
+        description="neurons whose ANN activation exceeds the spike amplitude (clipped)")
     silent_fraction: float = Field(description="neurons that never fired in T_max steps")
     rate_error: float = Field(
         description="mean |clip(a/theta,0,1) - rate| at T_max, a the ANN activation"
@@ -59,8 +60,10 @@ class MethodResult(BaseModel):
     method: str
     top1: list[float] = Field(description="element t-1: top-1 accuracy after t steps")
     top5: list[float]
-    agreement: list[float] = Field(description="fraction of samples whose SNN argmax equals the ANN's")
-    sops: list[float] = Field(description="synaptic operations per sample at each step t")
+    agreement: list[float] = Field(
+        description="fraction of samples whose SNN argmax equals the reference ANN's")
+    sops: list[float] = Field(
+        description="cumulative synaptic operations per sample up to the readout at step t")
     energy_uj: list[float] = Field(description="cumulative energy per sample after t steps")
     latency: Latency
     layers: list[LayerStats]
@@ -89,6 +92,8 @@ class Report(BaseModel):
     methods: list[MethodResult]
     energy_model: EnergyModel
     versions: dict[str, str] = Field(default_factory=dict)
+    artifacts: list[str] = Field(
+        default_factory=list, description="extra files beside the report (the CQ network)")
     seconds: float = 0.0
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import fx, nn
 
-from core.energy import analog_layers, microjoules, synaptic_fanouts
+from core.energy import analog_layers, device_of, microjoules, synaptic_fanouts
 from core.graph.spiking import (
     constant_input_is_safe,
     modules_downstream_of,
@@ -77,7 +77,8 @@ class _SynapticCounter:
 
     def __init__(self, network: fx.GraphModule, fanouts: dict[str, torch.Tensor],
                  skip: set[str]):
-        self.fanouts = {k: v for k, v in fanouts.items() if k not in skip}
+        device = device_of(network)
+        self.fanouts = {k: v.flatten().to(device) for k, v in fanouts.items() if k not in skip}
         self.handles = [network.get_submodule(name).register_forward_pre_hook(self._hook(name))
                         for name in self.fanouts]
         self.steps = 1
@@ -87,12 +88,12 @@ class _SynapticCounter:
     def _hook(self, name: str):
         def count(module: nn.Module, args: tuple) -> None:
             x = args[0]
-            fanout = self.fanouts[name].to(x.device)
+            fanout = self.fanouts[name]
             if self.event_scale is None:
                 events = (x != 0).view(self.steps, -1, fanout.numel()).sum(1).to(x.dtype)
             else:
                 events = (x * self.event_scale[name]).view(-1, fanout.numel()).sum(0, True)
-            counted = (events @ fanout.flatten()).cpu()
+            counted = (events @ fanout).cpu()
             self.per_step = counted if self.per_step is None else self.per_step + counted
         return count
 
@@ -164,11 +165,29 @@ def _layer_reports(tally: _Tally) -> list[LayerStats]:
     return reports
 
 
+@dataclass
+class _BatchProgress:
+    """Reports the overall fraction after each step of a batch, with the accuracy per t over
+    the batches already finished (the current one is still incomplete)."""
+
+    callback: StepProgress | None
+    done: int
+    size: int
+    total: int
+    steps: int
+    completed: list[float]
+
+    def __call__(self, step: int) -> None:
+        if self.callback is not None:
+            self.callback((self.done + self.size * step / self.steps) / self.total,
+                          self.completed)
+
+
 def bytes_per_sample_step(reference: fx.GraphModule, sample_shape: tuple[int, ...]) -> int:
     """Memory the activations of one sample at one step need (an upper bound)."""
     from torch.fx.passes.shape_prop import ShapeProp
 
-    ShapeProp(reference).propagate(torch.zeros(1, *sample_shape))
+    ShapeProp(reference).propagate(torch.zeros(1, *sample_shape, device=device_of(reference)))
     total = sum(int(np.prod(n.meta["tensor_meta"].shape)) for n in reference.graph.nodes
                 if "tensor_meta" in n.meta and hasattr(n.meta["tensor_meta"], "shape"))
     return 4 * 3 * max(total, 1)  # float32; inputs, outputs and neuron state live together
@@ -251,10 +270,8 @@ def simulate(snn: SpikingNetwork, x: np.ndarray, y: np.ndarray, *, sample_shape:
                 reference_prediction = reference_logits.argmax(-1)
                 tally.reference_correct += int(topk_correct(reference_logits, yb, 1))
 
-                def report(step: int, done: int = first, size: int = len(xb)) -> None:
-                    if progress is not None:
-                        progress((done + size * step / snn.timesteps) / total, completed)
-
+                report = _BatchProgress(progress, first, len(xb), total, snn.timesteps,
+                                        completed)
                 if snn.mode == "asg":
                     _simulate_asg_batch(snn, xb, yb, reference_prediction, tally, counter,
                                         report)
@@ -282,6 +299,6 @@ def simulate(snn: SpikingNetwork, x: np.ndarray, y: np.ndarray, *, sample_shape:
 
 def _network_input_shape(snn: SpikingNetwork, sample_shape: tuple[int, ...]) -> tuple[int, ...]:
     """The shape one sample has after the encoder (ICE widens the channels)."""
-    snn.encoder.begin(torch.zeros(1, *sample_shape))
+    snn.encoder.begin(torch.zeros(1, *sample_shape, device=device_of(snn.reference)))
     return tuple(snn.encoder.steps(0, 1).shape[1:])
 

@@ -94,10 +94,13 @@ def _run(job: JobRecord, settings: Settings, sessions: sessionmaker) -> str:
 
         with sessions() as session:
             spec = job_spec(session, job, settings)
-        report = pipeline.run(spec, JobProgress(sessions, job.id, settings.progress_interval_s))
+        results = storage.job_dir(settings.results_dir, job.id)
+        results.mkdir(parents=True, exist_ok=True)
+        report = pipeline.run(spec, JobProgress(sessions, job.id, settings.progress_interval_s),
+                              artifacts_dir=results)
         from core.report import write_report_files
 
-        write_report_files(report, storage.job_dir(settings.results_dir, job.id))
+        write_report_files(report, results)
     except JobCancelled:
         with sessions() as session:
             job_state.mark_cancelled(session, job.id)

@@ -28,6 +28,8 @@ REPORT_FILES = {
     "report.csv": "text/csv; charset=utf-8",
     "accuracy.svg": "image/svg+xml",
     "accuracy.png": "image/png",
+    "cq-model.onnx": "application/octet-stream",
+    "cq-model.safetensors": "application/octet-stream",
 }
 
 
@@ -105,8 +107,10 @@ def _report_file(session, settings, job_id: str, filename: str) -> FileResponse:
                            f"the job is {job.status.value}; reports exist once it succeeded")
     path = storage.job_dir(settings.results_dir, job_id) / filename
     if not path.is_file():
+        hint = ("only jobs with a cq-* method produce a CQ network"
+                if filename.startswith("cq-model") else "it is not on the server's data volume")
         raise ProblemError(404, "report-missing", "Report file missing",
-                           f"{filename} of job {job_id} is not on the server's data volume")
+                           f"job {job_id} has no {filename}: {hint}")
     return FileResponse(path, media_type=REPORT_FILES[filename])
 
 
@@ -134,3 +138,13 @@ def get_plot_png(job_id: str, session: SessionDep, settings: SettingsDep) -> Res
     return _report_file(session, settings, job_id, "accuracy.png")
 
 
+@router.get("/{job_id}/cq-model.onnx", responses=PROBLEM_RESPONSES)
+def get_cq_model_onnx(job_id: str, session: SessionDep, settings: SettingsDep) -> Response:
+    """The CQ network fine-tuned for the paper's methods (jobs with cq-* methods), as ONNX."""
+    return _report_file(session, settings, job_id, "cq-model.onnx")
+
+
+@router.get("/{job_id}/cq-model.safetensors", responses=PROBLEM_RESPONSES)
+def get_cq_model_safetensors(job_id: str, session: SessionDep, settings: SettingsDep) -> Response:
+    """The same CQ network's weights as safetensors."""
+    return _report_file(session, settings, job_id, "cq-model.safetensors")

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import torch
 
+from core.encoders import make_encoder
 from core.graph.analysis import activation_names
 from core.graph.spiking import to_spiking
 from core.methods.context import ConversionContext
 from core.neurons import IFNeuron
 from core.report import Latency
 from core.snn import SpikingNetwork
-from core.encoders import make_encoder
 
 
 def positive_thresholds(values: torch.Tensor) -> torch.Tensor:

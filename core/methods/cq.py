@@ -11,13 +11,14 @@ from dataclasses import dataclass
 import torch
 from torch import fx
 
+from core.datasets import Split
 from core.errors import InvalidSpec
 from core.graph import patterns as P
 from core.graph.analysis import is_activation, is_cq
 from core.graph.canonicalize import canonicalize, trace
 from core.graph.spiking import strip_leading_module
 from core.methods.context import ConversionContext
-from core.train import ICEExpand, VREncode, evaluate, fit, to_cq, with_input_coding
+from core.train import ICEExpand, VREncode, fit, to_cq, with_input_coding
 
 CODING_TYPES = (VREncode, ICEExpand)
 
@@ -108,7 +109,7 @@ def _finetune(ctx: ConversionContext, model: fx.GraphModule) -> dict:
     def report(fraction: float, message: str) -> None:
         ctx.progress("finetune", fraction, message)
 
-    result = fit(model, _Split(ctx.train_x, ctx.train_y), epochs=options.finetune_epochs,
+    result = fit(model, Split(ctx.train_x, ctx.train_y), epochs=options.finetune_epochs,
                  lr=options.learning_rate, batch_size=min(ctx.spec.batch_size, 128),
                  optimizer=options.optimizer, lr_decay=options.lr_decay,
                  augment=options.augment, seed=ctx.spec.seed, device=ctx.device,
@@ -117,12 +118,6 @@ def _finetune(ctx: ConversionContext, model: fx.GraphModule) -> dict:
             "optimizer": options.optimizer, "learning_rate": options.learning_rate,
             "final_loss": result.final_loss, "train_top1": result.train_accuracy,
             "seconds": round(result.seconds, 2)}
-
-
-@dataclass(frozen=True)
-class _Split:
-    x: object
-    y: object
 
 
 def cq_parameters(cq: CQNetwork, ctx: ConversionContext) -> dict:
@@ -138,5 +133,3 @@ def spiking_depth(gm: fx.GraphModule) -> int:
         depth[node] = before + int(is_activation(P.module_of(gm, node)))
     return max(depth.values(), default=0)
 
-
-__all__ = ["CQNetwork", "build_cq_network", "cq_parameters", "evaluate", "spiking_depth"]

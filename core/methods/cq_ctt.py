@@ -21,6 +21,7 @@ from core.methods.context import ConversionContext
 from core.methods.cq import CQNetwork, build_cq_network, cq_parameters
 from core.methods.cq_asg import cq_encoder
 from core.neurons import ASGNeuron, IFNeuron, reset_state, set_steps
+from core.snn import SpikingNetwork
 
 MIN_THRESHOLD_FRACTION = 0.05
 
@@ -68,9 +69,7 @@ def tune_thresholds(ctx: ConversionContext, cq: CQNetwork) -> tuple[dict[str, to
     return {name: neuron.threshold.detach().cpu().clone() for name, neuron in neurons.items()}, gaps
 
 
-def convert(ctx: ConversionContext):
-    from core.snn import SpikingNetwork
-
+def convert(ctx: ConversionContext) -> SpikingNetwork:
     cq = build_cq_network(ctx)
     thresholds, gaps = tune_thresholds(ctx, cq)
     network = to_spiking(cq.body, lambda name, _act: IFNeuron(

@@ -28,9 +28,13 @@ def _window(levels: int, clamp_max: float) -> int:
     return window
 
 
-def _counts_on_grid(pixels: torch.Tensor, grid: int, window: int) -> torch.Tensor:
-    """min(floor(p · grid), T), clamped at 0: the spike count of p on a grid of ``grid`` levels."""
-    return torch.floor(pixels * grid).clamp(0, window).to(torch.int64)
+def _levels_on_grid(pixels: torch.Tensor, grid: int, window: int) -> torch.Tensor:
+    """min(floor(p · grid), T), clamped at 0, as floats: the spike count of p on a grid.
+
+    Written as floor(clamp(p, 0, T/grid) · grid) so that, on the grid L, it is the CQ
+    activation itself and exports to ONNX as Clip → Mul → Floor (no integer casts).
+    """
+    return torch.floor(torch.clamp(pixels, 0.0, window / grid) * grid)
 
 
 class VREncode(nn.Module):
@@ -49,10 +53,10 @@ class VREncode(nn.Module):
 
     def spike_counts(self, pixels: torch.Tensor) -> torch.Tensor:
         """Integer spike count n = clamp(floor(p · L), 0, T) per input element (int64)."""
-        return _counts_on_grid(pixels, self.levels, self.window)
+        return _levels_on_grid(pixels, self.levels, self.window).to(torch.int64)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.spike_counts(pixels).to(pixels.dtype) / self.levels
+        return _levels_on_grid(pixels, self.levels, self.window) / self.levels
 
     def extra_repr(self) -> str:
         return f"levels={self.levels}, clamp_max={self.clamp_max}"
@@ -88,11 +92,14 @@ class ICEExpand(nn.Module):
 
     def spike_counts(self, pixels: torch.Tensor) -> torch.Tensor:
         """Integer spike counts of the expanded input, shape (N, C · expansion, …), int64."""
-        block = [_counts_on_grid(pixels, g, self.window) for g in self.grid_levels]
+        return self._levels(pixels).to(torch.int64)
+
+    def _levels(self, pixels: torch.Tensor) -> torch.Tensor:
+        block = [_levels_on_grid(pixels, g, self.window) for g in self.grid_levels]
         return torch.cat(block * self.copies, dim=1)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.spike_counts(pixels).to(pixels.dtype) / self.levels
+        return self._levels(pixels) / self.levels
 
     def extra_repr(self) -> str:
         return (

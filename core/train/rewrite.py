@@ -5,7 +5,6 @@ Every pass returns a new GraphModule; the caller's model is never touched.
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import fx, nn
 

@@ -13,13 +13,13 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from tests.core.ingest_fixtures import save_graph, tensor
 from onnx import TensorProto, helper
 from safetensors.torch import save_file
 from torch import nn
 
 from core.errors import ModelRejected
 from core.ingest import load_model, sniff_format, state_dict_to_safetensors
+from tests.core.ingest_fixtures import save_graph, tensor
 
 
 class CreatesMarker:

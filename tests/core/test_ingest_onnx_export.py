@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
+
+from core import zoo
+from core.ingest import load_model
 from tests.core.ingest_fixtures import (
     assert_matches_onnxruntime,
     export_onnx,
@@ -11,10 +15,6 @@ from tests.core.ingest_fixtures import (
     module_types,
     onnx_op_types,
 )
-from torch import nn
-
-from core import zoo
-from core.ingest import load_model
 
 EXPORT_BATCH = 2
 TEST_BATCH = 6  # differs from the export batch: the batch dimension must stay dynamic

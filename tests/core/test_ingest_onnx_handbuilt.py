@@ -7,6 +7,10 @@ import onnx
 import pytest
 import torch
 import torch.nn.functional as F
+from onnx import helper
+from torch import nn
+
+from core.ingest import load_model
 from tests.core.ingest_fixtures import (
     assert_matches_onnxruntime,
     function_targets,
@@ -14,10 +18,6 @@ from tests.core.ingest_fixtures import (
     save_graph,
     tensor,
 )
-from onnx import helper
-from torch import nn
-
-from core.ingest import load_model
 
 OPSETS = [13, 21]
 BATCH = 3

@@ -136,6 +136,24 @@ def test_cq_onnx_upload_converts_without_fine_tuning(digits_cq_onnx):
     assert inspect(digits_cq_onnx).cq_layers == 2
 
 
+def test_cq_network_is_exported_for_the_user(mnist_cnn, tmp_path):
+    from core.ingest import load_model
+
+    report = run(JobSpec(model_path=mnist_cnn, arch="cnn-small", methods=["cq-asg"],
+                         timesteps=2, eval_samples=50, cq={"finetune_epochs": 1,
+                                                          "encoding": "vr"}, device="cpu"),
+                 artifacts_dir=tmp_path)
+    assert report.artifacts == ["cq-model.onnx", "cq-model.safetensors"]
+    reimported = load_model(tmp_path / "cq-model.onnx")
+    x = torch.from_numpy(load_dataset("mnist-5k").test.x[:20])
+    from core.graph import canonicalize
+
+    exported_top1 = (reimported.module(x).argmax(1).numpy()
+                     == load_dataset("mnist-5k").test.y[:20]).mean()
+    assert canonicalize(reimported.module) is not None
+    assert exported_top1 >= 0.8
+
+
 def test_finetune_epochs_zero_needs_a_cq_model(mnist_cnn):
     with pytest.raises(InvalidSpec, match="CQ-trained"):
         run(JobSpec(model_path=mnist_cnn, arch="cnn-small", methods=["cq-asg"], timesteps=4,

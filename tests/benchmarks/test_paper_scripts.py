@@ -1,0 +1,99 @@
+"""The reproduction scripts: argument handling, the CIFAR script's refusals, quick end-to-end runs.
+
+The fast tests parse arguments and exercise the early exits; the end-to-end runs train real
+(tiny) networks and are marked slow.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from benchmarks import cifar10_reproduction as cifar
+from benchmarks import paper_reproduction as paper
+
+
+def test_paper_defaults_follow_the_issue():
+    config = paper.make_config(paper.parse_args([]), "cmd")
+    assert config.arch == "mnist-7conv" and config.dataset == "mnist-5k"
+    assert config.timesteps == [1, 2, 4, 8]
+    assert config.cq_options(1, "vr").clamp_max == 0.25
+    assert config.cq_options(4, "vr").clamp_max == 0.8
+    assert config.cq_options(4, "vr").encoding == "vr"
+
+
+def test_paper_quick_and_overrides():
+    args = paper.parse_args(["--quick", "--epochs", "3", "--seed", "7", "--timesteps", "1",
+                             "--ablation-timesteps"])
+    config = paper.make_config(args, "cmd")
+    assert config.dataset == "digits" and config.arch == "mlp-digits"
+    assert (config.base_epochs, config.seed, config.timesteps) == (3, 7, [1])
+    assert config.ablation_timesteps == []
+    plain_quick = paper.make_config(paper.parse_args(["--quick"]), "cmd")
+    assert config.recipe().key() != plain_quick.recipe().key()  # cached weights never mix
+
+
+@pytest.mark.parametrize("argv", [["--epochs", "0"], ["--timesteps", "0"],
+                                  ["--finetune-epochs", "-1"]])
+def test_paper_rejects_nonsense(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        paper.parse_args(argv)
+    assert exit_info.value.code == 2
+    assert "must be" in capsys.readouterr().err
+
+
+def test_cifar_without_data_dir_says_what_to_put_where(capsys):
+    assert cifar.main([]) == cifar.EXIT_NO_DATA
+    captured = capsys.readouterr()
+    assert "93.71" in captured.out
+    assert "cifar-10-batches-bin/" in captured.err and "data_batch_1.bin" in captured.err
+
+
+def test_cifar_with_empty_data_dir_names_the_missing_files(tmp_path, capsys):
+    assert cifar.main(["--data-dir", str(tmp_path)]) == cifar.EXIT_NO_DATA
+    err = capsys.readouterr().err
+    assert str(tmp_path / "cifar-10-batches-bin") in err
+    assert "test_batch.bin" in err and "data_batch_5" in err
+
+
+def _fake_cifar(root, per_file: int) -> None:
+    """CIFAR-10 binary files of random records (label byte + 3,072 pixel bytes)."""
+    folder = root / "cifar-10-batches-bin"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]:
+        records = rng.integers(0, 256, (per_file, 1 + 3072), dtype=np.uint8)
+        records[:, 0] %= 10
+        records.tofile(folder / name)
+
+
+def test_cifar_without_gpu_refuses_unless_allowed(tmp_path, capsys, monkeypatch):
+    _fake_cifar(tmp_path, per_file=2)
+    monkeypatch.setattr(cifar.torch.cuda, "is_available", lambda: False)
+    assert cifar.main(["--data-dir", str(tmp_path)]) == cifar.EXIT_NO_GPU
+    assert "no CUDA GPU" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_paper_quick_run_writes_the_report(tmp_path):
+    out = tmp_path / "docs" / "paper.md"
+    assert paper.main(["--quick", "--out", str(out), "--cache-dir", str(tmp_path / "c")]) == 0
+    text = out.read_text()
+    for needle in ("| `cq-asg` |", "| `half-threshold` |", "## Verdict per T", "T = 2",
+                   "98.73", "| 1 | vr-ice |", "python -m benchmarks.paper_reproduction --quick"):
+        assert needle in text
+    assert (tmp_path / "docs" / "paper.svg").read_text().startswith("<?xml")
+    assert len(list((tmp_path / "c").glob("*.safetensors"))) == 1
+
+
+@pytest.mark.slow
+def test_cifar_runs_on_cpu_when_allowed(tmp_path, capsys):
+    _fake_cifar(tmp_path, per_file=4)
+    out = tmp_path / "cifar.md"
+    argv = ["--data-dir", str(tmp_path), "--allow-cpu", "--epochs", "1", "--finetune-epochs",
+            "1", "--eval-samples", "4", "--batch-size", "8", "--out", str(out),
+            "--cache-dir", str(tmp_path / "c")]
+    assert cifar.main(argv) == 0
+    text = out.read_text()
+    assert "93.71" in text and "| `cq-asg` |" in text and "| `cq-ctt` |" in text
+    assert "cq-if: " in capsys.readouterr().out
