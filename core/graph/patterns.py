@@ -83,6 +83,22 @@ def data_inputs(node: fx.Node) -> list[fx.Node]:
     return [n for n in node.all_input_nodes if n.op != "get_attr"]
 
 
+def reaches(node: fx.Node, hit, passes=lambda _node: True) -> bool:
+    """Whether a user-chain from ``node`` reaches a node for which ``hit`` holds, walking
+    only through nodes for which ``passes`` holds."""
+    frontier, seen = list(node.users), set()
+    while frontier:
+        current = frontier.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        if hit(current):
+            return True
+        if passes(current):
+            frontier.extend(current.users)
+    return False
+
+
 def op_name(gm: fx.GraphModule, node: fx.Node) -> str:
     """A readable operation name for reports: the module class or the function name."""
     if node.op == "call_module":

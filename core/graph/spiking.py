@@ -33,22 +33,10 @@ def to_spiking(gm: fx.GraphModule, neuron_for: NeuronFactory) -> fx.GraphModule:
 
 def terminal_activations(gm: fx.GraphModule) -> set[str]:
     """Activations from which the output is reached without passing another activation."""
-    terminal = set()
-    for node in gm.graph.nodes:
-        if not is_activation(P.module_of(gm, node)):
-            continue
-        frontier, seen = list(node.users), set()
-        while frontier:
-            user = frontier.pop()
-            if user in seen:
-                continue
-            seen.add(user)
-            if user.op == "output":
-                terminal.add(str(node.target))
-                break
-            if not is_activation(P.module_of(gm, user)):
-                frontier.extend(user.users)
-    return terminal
+    return {str(node.target) for node in gm.graph.nodes
+            if is_activation(P.module_of(gm, node))
+            and P.reaches(node, hit=lambda n: n.op == "output",
+                          passes=lambda n: not is_activation(P.module_of(gm, n)))}
 
 
 def modules_downstream_of(gm: fx.GraphModule, names: set[str]) -> set[str]:

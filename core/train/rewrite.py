@@ -11,6 +11,7 @@ from torch import fx, nn
 from core.errors import UnsupportedModel
 from core.graph.canonicalize import recognise_activations
 from core.graph.modules import ClampedReLU
+from core.graph.patterns import reaches
 from core.train.cq import CQActivation
 
 _AVG_POOL_MODULES = (nn.AvgPool2d, nn.AdaptiveAvgPool2d)
@@ -38,16 +39,7 @@ def is_cq_node(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
 
 def _feeds_weighted_layer(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
     """Whether any conv/linear lies downstream of ``node`` (else it is part of the readout)."""
-    pending, seen = list(node.users), set()
-    while pending:
-        current = pending.pop()
-        if current in seen:
-            continue
-        seen.add(current)
-        if _is_weighted(current, modules):
-            return True
-        pending.extend(current.users)
-    return False
+    return reaches(node, hit=lambda current: _is_weighted(current, modules))
 
 
 def _fresh_name(graph_module: fx.GraphModule, stem: str) -> str:
