@@ -12,7 +12,7 @@ from pathlib import Path
 
 from benchmarks.bench_common import ARCH, DATASET, Sizes, format_table
 from core.pipeline import run as run_job
-from core.report import Report
+from core.report import Report, checkpoints
 from core.spec import CLASSIC_METHODS, JobSpec
 
 TOLERANCE = 0.01  # one percentage point below the ANN
@@ -46,19 +46,11 @@ def rows_from(report: Report) -> list[LatencyRow]:
 def run(model_path: Path, sizes: Sizes, log=print) -> Report:
     spec = JobSpec(model_path=model_path, arch=ARCH, dataset=DATASET,
                    methods=list(CLASSIC_METHODS), timesteps=sizes.latency_steps,
-                   eval_samples=sizes.latency_eval_samples, device="cpu")
+                   eval_samples=sizes.latency_eval_samples,
+                   calib_samples=sizes.calib_samples, device="cpu")
     report = run_job(spec)
     log(f"  latency job: {report.seconds:.1f} s")
     return report
-
-
-def checkpoints(steps: int) -> list[int]:
-    """Powers of two up to T, and T itself."""
-    points, t = [], 1
-    while t < steps:
-        points.append(t)
-        t *= 2
-    return points + [steps]
 
 
 def table(report: Report) -> str:

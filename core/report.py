@@ -121,6 +121,34 @@ def report_csv(report: Report) -> str:
     return buffer.getvalue()
 
 
+def checkpoints(steps: int) -> list[int]:
+    """t = 1, 2, 4, …, T (T itself always included)."""
+    points, t = [], 1
+    while t < steps:
+        points.append(t)
+        t *= 2
+    return points + [steps]
+
+
+def accuracy_table(report: Report) -> str:
+    """Top-1 (%) at t = 1, 2, 4, …, T for every method, beside the ANN's."""
+    longest = max(len(m.top1) for m in report.methods)
+    points = checkpoints(longest)
+    header = f"{'method':<16}" + "".join(f"{'t=' + str(t):>9}" for t in points)
+    lines = [f"ANN top-1: {100 * report.ann.top1:.2f} % on {report.dataset.eval_samples} "
+             f"{report.dataset.name} test images", header, "-" * len(header)]
+    for result in report.methods:
+        cells = "".join(f"{100 * result.top1[t - 1]:>9.2f}" if t <= len(result.top1)
+                        else f"{'':>9}" for t in points)
+        lines.append(f"{result.method:<16}{cells}")
+    lines.append("")
+    for result in report.methods:
+        lines.append(f"{result.method}: end-to-end latency {result.latency.end_to_end_steps} "
+                     f"steps (window {result.latency.window}); energy at T "
+                     f"{result.energy_uj[-1]:.3f} µJ vs ANN {report.ann.energy_uj:.3f} µJ")
+    return "\n".join(lines)
+
+
 def accuracy_figure(report: Report):
     """Accuracy-vs-timestep figure with the ANN's accuracy as a reference line."""
     import matplotlib

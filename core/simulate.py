@@ -90,10 +90,11 @@ class _SynapticCounter:
             x = args[0]
             fanout = self.fanouts[name]
             if self.event_scale is None:
-                events = (x != 0).view(self.steps, -1, fanout.numel()).sum(1).to(x.dtype)
+                events = (x != 0).to(x.dtype).view(self.steps, -1, fanout.numel())
             else:
-                events = (x * self.event_scale[name]).view(-1, fanout.numel()).sum(0, True)
-            counted = (events @ fanout).cpu()
+                events = (x * self.event_scale[name]).view(1, -1, fanout.numel())
+            # per-sample sums stay well inside float32's exact integers; the batch total not
+            counted = (events @ fanout).double().sum(1).cpu()
             self.per_step = counted if self.per_step is None else self.per_step + counted
         return count
 
@@ -251,6 +252,8 @@ def simulate(snn: SpikingNetwork, x: np.ndarray, y: np.ndarray, *, sample_shape:
     began = time.perf_counter()
     network = snn.network.to(device).eval()
     reference = snn.reference.to(device).eval()
+    reset_state(network)
+    set_steps(network, 1)  # shape tracing below runs one sample through one step
     fanouts = synaptic_fanouts(network, _network_input_shape(snn, sample_shape))
     macs_layers = analog_layers(network) if snn.encoder.analog else set()
     analog_macs = sum(int(fanouts[name].sum()) for name in macs_layers if name in fanouts)

@@ -117,3 +117,12 @@ def test_simulation_is_chunk_invariant_and_deterministic(digits_mlp, digits_arra
                                 batch_size=100, device=CPU, memory_budget_mb=budget))
     small, large = results
     assert small.top1 == large.top1 and small.sops == large.sops
+
+
+def test_the_same_network_can_be_simulated_twice(digits_mlp, digits_arrays):
+    _, _, xe, ye = digits_arrays
+    snn = convert("robust-norm", context(digits_mlp, digits_arrays, methods=["robust-norm"],
+                                         timesteps=12))
+    first, second = (simulate(snn, xe[:120], ye[:120], sample_shape=(1, 8, 8), batch_size=50,
+                              device=CPU, memory_budget_mb=1) for _ in range(2))
+    assert first.top1 == second.top1 and first.sops == second.sops
