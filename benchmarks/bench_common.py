@@ -20,15 +20,15 @@ from typing import TypeVar
 import numpy as np
 import torch
 
-from core import zoo
+from core import pipeline, zoo
 from core.datasets import Dataset, load_dataset, take
-from core.graph import canonicalize
-from core.ingest import load_model
+from core.encoders import InputEncoder
 from core.methods import ConversionContext, convert
-from core.pipeline import with_normalisation
+from core.neurons import reset_state, set_steps
 from core.report import MethodResult
 from core.simulate import simulate
-from core.spec import JobSpec
+from core.snn import SpikingNetwork
+from core.spec import METHODS, JobSpec
 from core.train import export_safetensors, fit
 
 ARCH = "cnn-small"
@@ -41,27 +41,30 @@ class Sizes:
     """How big each benchmark is; ``quick()`` is the smoke test's version."""
 
     repeats: int = 3
+    calib_samples: int = 1000
     throughput_steps: tuple[int, ...] = (8, 32, 128)
-    throughput_samples: int = 200
+    throughput_samples: int = 50
     memory_budgets_mb: tuple[float, ...] = (1, 64, 256, 1024, 4096)
     memory_steps: int = 64
     memory_samples: int = 100
+    methods: tuple[str, ...] = METHODS
     method_steps: int = 8
-    method_eval_samples: int = 1000
+    method_eval_samples: int = 300
     finetune_epochs: int = 1
     ctt_batches: int = 20
     latency_steps: int = 256
-    latency_eval_samples: int = 1000
-    peer_steps: int = 64
+    latency_eval_samples: int = 200
+    peer_steps: int = 32
     peer_eval_samples: int = 1000
-    peer_report_steps: tuple[int, ...] = (8, 16, 32, 64)
+    peer_report_steps: tuple[int, ...] = (4, 8, 16, 32)
     train_epochs: int | None = None  # None: the demo's cached, fully trained weights
 
     @classmethod
     def quick(cls) -> Sizes:
-        return cls(repeats=1, throughput_steps=(2, 4), throughput_samples=8,
-                   memory_budgets_mb=(1, 64), memory_steps=4, memory_samples=8,
-                   method_steps=2, method_eval_samples=16, finetune_epochs=1, ctt_batches=1,
+        return cls(repeats=1, calib_samples=32, throughput_steps=(2,), throughput_samples=8,
+                   memory_budgets_mb=(64,), memory_steps=4, memory_samples=8,
+                   methods=("max-norm",), method_steps=2, method_eval_samples=16,
+                   finetune_epochs=1, ctt_batches=1,
                    latency_steps=4, latency_eval_samples=16, peer_steps=4,
                    peer_eval_samples=16, peer_report_steps=(2, 4), train_epochs=0)
 
@@ -120,7 +123,8 @@ class PreparedJob:
     def with_spec(self, **changes) -> PreparedJob:
         """The same model and data under a changed spec (fresh method cache)."""
         spec = self.ctx.spec.model_copy(update=changes)
-        ctx = ConversionContext(ann=self.ctx.ann, spec=spec, device=self.ctx.device,
+        ctx = ConversionContext(ann=self.ctx.ann, trainable=self.ctx.trainable, spec=spec,
+                                device=self.ctx.device,
                                 sample_shape=self.ctx.sample_shape, train_x=self.ctx.train_x,
                                 train_y=self.ctx.train_y,
                                 calib_x=take(self.dataset.train, spec.calib_samples).x,
@@ -130,33 +134,39 @@ class PreparedJob:
                            eval_y=evaluation.y)
 
 
-def prepare(spec: JobSpec, dataset: Dataset | None = None) -> PreparedJob:
-    """Load and canonicalise the spec's model the way ``core.pipeline.run`` does."""
-    dataset = dataset or load_dataset(spec.dataset, spec.data_dir)
-    loaded = load_model(spec.model_path, spec.arch)
-    ann = canonicalize(with_normalisation(loaded.module, spec.mean, spec.std))
-    ctx = ConversionContext(ann=ann, spec=spec, device=torch.device("cpu"),
-                            sample_shape=dataset.input_shape, train_x=dataset.train.x,
-                            train_y=dataset.train.y,
-                            calib_x=take(dataset.train, spec.calib_samples).x,
-                            progress=lambda *_: None)
-    evaluation = take(dataset.test, spec.eval_samples)
-    return PreparedJob(ctx=ctx, dataset=dataset, eval_x=evaluation.x, eval_y=evaluation.y)
+def prepare(spec: JobSpec) -> PreparedJob:
+    """Load and canonicalise the spec's model exactly as ``core.pipeline.run`` does."""
+    job = pipeline.prepare(spec)
+    return PreparedJob(ctx=job.ctx, dataset=job.dataset, eval_x=job.evaluation.x,
+                       eval_y=job.evaluation.y)
 
 
-def convert_and_simulate(job: PreparedJob, method: str, memory_budget_mb: float,
-                         encoder=None) -> MethodResult:
-    """Convert with ``method`` and simulate on the job's evaluation samples.
-
-    ``encoder`` replaces the method's input encoder (to benchmark an encoding variant).
-    """
+def convert_once(job: PreparedJob, method: str) -> SpikingNetwork:
     torch.manual_seed(job.ctx.spec.seed)
-    snn = convert(method, job.ctx)
+    return convert(method, job.ctx)
+
+
+def simulate_again(job: PreparedJob, snn: SpikingNetwork, memory_budget_mb: float,
+                   encoder: InputEncoder | None = None) -> MethodResult:
+    """Simulate an already converted network on the job's evaluation samples.
+
+    ``encoder`` replaces the network's input encoder (to benchmark an encoding variant).
+    The step count a previous run left in the neurons is reset first: ``simulate`` traces
+    shapes with one sample before it sets the chunk length, and fails on a stale one.
+    """
+    set_steps(snn.network, 1)
+    reset_state(snn.network)
     if encoder is not None:
         snn.encoder = encoder
     return simulate(snn, job.eval_x, job.eval_y, sample_shape=job.dataset.input_shape,
                     batch_size=job.ctx.spec.batch_size, device=torch.device("cpu"),
                     memory_budget_mb=memory_budget_mb)
+
+
+def convert_and_simulate(job: PreparedJob, method: str, memory_budget_mb: float,
+                         encoder: InputEncoder | None = None) -> MethodResult:
+    """Convert with ``method`` and simulate on the job's evaluation samples."""
+    return simulate_again(job, convert_once(job, method), memory_budget_mb, encoder)
 
 
 def format_table(header: list[str], rows: list[list[str]]) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import platform
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,10 +17,10 @@ import torch
 from torch import fx, nn
 
 from core import __version__
-from core.datasets import Dataset, load_dataset, take
-from core.energy import count_macs, energy_model, microjoules, synaptic_fanouts
+from core.datasets import Dataset, Split, load_dataset, take
+from core.energy import count_macs, device_of, energy_model, microjoules, synaptic_fanouts
 from core.errors import InvalidSpec
-from core.graph import canonicalize, preflight, require_convertible
+from core.graph import canonicalize, preflight, require_convertible, trace
 from core.graph.modules import ChannelAffine
 from core.ingest import load_model
 from core.methods import ConversionContext, convert
@@ -102,6 +103,47 @@ class _Stages:
                                     partial_top1=partial or None))
 
 
+@dataclass
+class PreparedJob:
+    """A loaded, checked, canonicalised model with its data, ready for any method."""
+
+    ctx: ConversionContext
+    dataset: Dataset
+    evaluation: Split
+    model_format: str
+
+
+def prepare(spec: JobSpec, stage_progress=lambda *_: None) -> PreparedJob:
+    """Load model and dataset, check they fit, canonicalise and pre-flight the model."""
+    device = resolve_device(spec.device)
+    loaded = load_model(spec.model_path, spec.arch)
+    dataset = load_dataset(spec.dataset, spec.data_dir)
+    _check_shapes(loaded.input_shape, dataset)
+    _check_normalisation(spec, dataset)
+    source = trace(with_normalisation(loaded.module, spec.mean, spec.std))
+    ann = canonicalize(source)
+    require_convertible(preflight(ann, fmt=loaded.format, input_shape=dataset.input_shape))
+    ctx = ConversionContext(ann=ann.to(device), trainable=source.to(device), spec=spec,
+                            device=device, sample_shape=dataset.input_shape,
+                            train_x=dataset.train.x, train_y=dataset.train.y,
+                            calib_x=take(dataset.train, spec.calib_samples).x,
+                            progress=stage_progress)
+    return PreparedJob(ctx=ctx, dataset=dataset,
+                       evaluation=take(dataset.test, spec.eval_samples),
+                       model_format=loaded.format)
+
+
+def _ann_result(ann: fx.GraphModule, evaluation: Split, batch_size: int,
+                sample_shape: tuple[int, ...]) -> AnnResult:
+    """The ANN's own accuracy on the evaluation samples, its MACs and energy."""
+    logits = _logits(ann, evaluation.x, batch_size, device_of(ann))
+    labels = torch.from_numpy(evaluation.y)
+    macs = sum(count_macs(synaptic_fanouts(ann, sample_shape)).values())
+    return AnnResult(top1=int(topk_correct(logits, labels, 1)) / len(labels),
+                     top5=int(topk_correct(logits, labels, 5)) / len(labels),
+                     macs=macs, energy_uj=microjoules(macs=macs))
+
+
 CQ_MODEL_FILES = ("cq-model.onnx", "cq-model.safetensors")
 
 
@@ -126,30 +168,11 @@ def run(spec: JobSpec, progress: ProgressCallback = ignore_progress,
     """
     began = time.perf_counter()
     stages = _Stages(progress, len(spec.methods))
-    device = resolve_device(spec.device)
     stages.emit("load", 0.0, "loading model and dataset")
-    loaded = load_model(spec.model_path, spec.arch)
-    dataset = load_dataset(spec.dataset, spec.data_dir)
-    _check_shapes(loaded.input_shape, dataset)
-    _check_normalisation(spec, dataset)
-    ann = canonicalize(with_normalisation(loaded.module, spec.mean, spec.std))
-    require_convertible(preflight(ann, fmt=loaded.format, input_shape=dataset.input_shape))
-    ann = ann.to(device)
-    evaluation = take(dataset.test, spec.eval_samples)
-    calibration = take(dataset.train, spec.calib_samples)
+    job = prepare(spec, lambda stage, f, msg: stages.emit(stage, f, msg))
+    ctx, dataset, evaluation, device = job.ctx, job.dataset, job.evaluation, job.ctx.device
     stages.emit("load", 1.0, "evaluating the ANN")
-
-    ann_logits = _logits(ann, evaluation.x, spec.batch_size, device)
-    labels = torch.from_numpy(evaluation.y)
-    macs = sum(count_macs(synaptic_fanouts(ann, dataset.input_shape)).values())
-    ann_result = AnnResult(top1=int(topk_correct(ann_logits, labels, 1)) / len(labels),
-                           top5=int(topk_correct(ann_logits, labels, 5)) / len(labels),
-                           macs=macs, energy_uj=microjoules(macs=macs))
-
-    ctx = ConversionContext(ann=ann, spec=spec, device=device, sample_shape=dataset.input_shape,
-                            train_x=dataset.train.x, train_y=dataset.train.y,
-                            calib_x=calibration.x,
-                            progress=lambda stage, f, msg: stages.emit(stage, f, msg))
+    ann_result = _ann_result(ctx.ann, evaluation, spec.batch_size, dataset.input_shape)
     results = []
     for index, method in enumerate(spec.methods):
         stages.method_index, stages.method = index, method
@@ -168,7 +191,7 @@ def run(spec: JobSpec, progress: ProgressCallback = ignore_progress,
         snnconv_version=__version__, created_at=datetime.now(UTC),
         spec=spec.model_dump(mode="json"),
         dataset=DatasetInfo(name=dataset.name, eval_samples=len(evaluation.y),
-                            calib_samples=len(calibration.y),
+                            calib_samples=len(ctx.calib_x),
                             input_shape=list(dataset.input_shape),
                             num_classes=dataset.num_classes),
         device=str(device), ann=ann_result, methods=results,

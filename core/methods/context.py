@@ -18,12 +18,16 @@ StageProgress = Callable[[str, float, str], None]
 class ConversionContext:
     """The canonical ANN, the data a method may use, and a cache shared between methods.
 
+    ``trainable`` is the same network before BatchNorm folding (BN and dropout still in it),
+    the starting point for fine-tuning: BN lets each layer re-learn its scale, which the CQ
+    clamp at m needs (the paper fine-tunes with BN, then folds it).
     ``train_x``/``train_y`` is the training split (fine-tuning, CTT); ``calib_x`` its first
     ``calib_samples`` images.  Images are float32 NCHW in [0, 1]; normalisation, if any, is
     already the first layer of ``ann``.
     """
 
     ann: fx.GraphModule
+    trainable: fx.GraphModule
     spec: JobSpec
     device: torch.device
     sample_shape: tuple[int, ...]

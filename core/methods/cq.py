@@ -90,7 +90,7 @@ def build_cq_network(ctx: ConversionContext) -> CQNetwork:
     else:
         window = ctx.spec.timesteps
         m, levels = resolve_levels(window, options.clamp_max, options.levels)
-        model = to_cq(ctx.ann, m, levels)
+        model = to_cq(ctx.trainable, m, levels)
         coding = _coding(options.encoding, m, levels, ctx)
         if coding is not None:
             model = with_input_coding(model, coding)

@@ -15,7 +15,7 @@ CPU = torch.device("cpu")
 def context(ann, arrays, **spec):
     x, y, _, _ = arrays
     job = JobSpec(model_path="unused.onnx", **spec)
-    return ConversionContext(ann=ann, spec=job, device=CPU, sample_shape=(1, 8, 8),
+    return ConversionContext(ann=ann, trainable=ann, spec=job, device=CPU, sample_shape=(1, 8, 8),
                              train_x=x, train_y=y, calib_x=x[:500],
                              progress=lambda *_: None)
 

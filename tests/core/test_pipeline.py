@@ -107,12 +107,13 @@ def test_asg_is_exact_on_the_whole_evaluation_split(dataset, arch, epochs, tmp_p
     torch.manual_seed(0)
     model = zoo.build(arch)
     fit(model, data.train, epochs=epochs, lr=2e-3, seed=0)
-    from core.graph import canonicalize
+    from core.graph import canonicalize, trace
 
     spec = JobSpec(model_path=tmp_path / "unused.onnx", dataset=dataset, methods=["cq-asg"],
                    timesteps=4, cq={"finetune_epochs": 1, "encoding": "vr"})
-    ctx = ConversionContext(ann=canonicalize(model), spec=spec, device=torch.device("cpu"),
-                            sample_shape=data.input_shape, train_x=data.train.x,
+    ctx = ConversionContext(ann=canonicalize(model), trainable=trace(model), spec=spec,
+                            device=torch.device("cpu"), sample_shape=data.input_shape,
+                            train_x=data.train.x,
                             train_y=data.train.y, calib_x=data.train.x[:500],
                             progress=lambda *_: None)
     snn = convert("cq-asg", ctx)
