@@ -9,6 +9,7 @@ is used instead (it can only under-report: an earlier peak hides a smaller later
 
 from __future__ import annotations
 
+import ctypes
 import json
 import resource
 import subprocess
@@ -21,9 +22,11 @@ from benchmarks.bench_common import (
     DATASET,
     Sizes,
     convert_and_simulate,
+    convert_once,
     format_table,
     median,
     prepare,
+    simulate_again,
 )
 from core.simulate import bytes_per_sample_step
 from core.spec import JobSpec
@@ -51,6 +54,15 @@ def _status_kb(field: str) -> int:
 
 
 def _reset_peak() -> bool:
+    """Return freed heap pages to the kernel, then restart the peak-RSS mark from here.
+
+    Without the trim, memory that calibration freed stays resident and the simulation
+    reuses it unseen, so its peak would look smaller than it is.
+    """
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass
     try:
         Path("/proc/self/clear_refs").write_text("5")
         return True
@@ -59,10 +71,11 @@ def _reset_peak() -> bool:
 
 
 def measure_in_this_process(model_path: Path, budget_mb: float, steps: int, samples: int,
-                            repeats: int) -> MemoryRow:
+                            repeats: int, calib_samples: int) -> MemoryRow:
     """Load, convert, then simulate ``repeats`` times, measuring peak RSS around each run."""
     spec = JobSpec(model_path=model_path, arch=ARCH, dataset=DATASET, methods=[METHOD],
-                   timesteps=steps, eval_samples=samples, batch_size=BATCH, device="cpu")
+                   timesteps=steps, eval_samples=samples, batch_size=BATCH,
+                   calib_samples=calib_samples, device="cpu")
     job = prepare(spec)
     per_step = bytes_per_sample_step(job.ctx.ann, job.dataset.input_shape)
     chunk = int(max(1, min(steps, budget_mb * 2**20 // (per_step * BATCH))))
@@ -70,14 +83,15 @@ def measure_in_this_process(model_path: Path, budget_mb: float, steps: int, samp
     convert_and_simulate(job.with_spec(timesteps=2, eval_samples=2), METHOD, budget_mb)
     deltas, times, how = [], [], "VmHWM reset"
     for _ in range(repeats):
+        snn = convert_once(job, METHOD)  # calibration's memory is not the simulator's
         if _reset_peak():
             before = _status_kb("VmRSS")
-            result = convert_and_simulate(job, METHOD, budget_mb)
+            result = simulate_again(job, snn, budget_mb)
             deltas.append((_status_kb("VmHWM") - before) / 1024)
         else:
             how = "ru_maxrss"
             before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-            result = convert_and_simulate(job, METHOD, budget_mb)
+            result = simulate_again(job, snn, budget_mb)
             deltas.append((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
         times.append(result.seconds)
     return MemoryRow(budget_mb=budget_mb, chunk=chunk,
@@ -91,7 +105,7 @@ def run(model_path: Path, sizes: Sizes, log=print) -> list[MemoryRow]:
     for budget in sizes.memory_budgets_mb:
         request = json.dumps({"model_path": str(model_path), "budget_mb": budget,
                               "steps": sizes.memory_steps, "samples": sizes.memory_samples,
-                              "repeats": sizes.repeats})
+                              "repeats": sizes.repeats, "calib": sizes.calib_samples})
         done = subprocess.run([sys.executable, "-m", "benchmarks.bench_memory", request],
                               cwd=REPO, capture_output=True, text=True, check=True)
         rows.append(MemoryRow(**json.loads(done.stdout.strip().splitlines()[-1])))
@@ -140,5 +154,5 @@ def plot(rows: list[MemoryRow], path: Path) -> Path:
 if __name__ == "__main__":
     args = json.loads(sys.argv[1])
     row = measure_in_this_process(Path(args["model_path"]), args["budget_mb"], args["steps"],
-                                  args["samples"], args["repeats"])
+                                  args["samples"], args["repeats"], args["calib"])
     print(json.dumps(asdict(row)))

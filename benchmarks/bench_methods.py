@@ -16,7 +16,7 @@ from pathlib import Path
 from benchmarks.bench_common import ARCH, DATASET, Sizes, format_table, median
 from core.pipeline import run as run_job
 from core.progress import ProgressEvent
-from core.spec import METHODS, CQOptions, JobSpec
+from core.spec import CQOptions, JobSpec
 
 
 @dataclass
@@ -57,8 +57,9 @@ def _costs(clock: _Clock, simulate_seconds: dict[str, float], end: float) -> lis
 
 def one_job(model_path: Path, sizes: Sizes) -> tuple[list[MethodCost], float, float]:
     """(per-method costs, seconds before the first method, whole job seconds)."""
-    spec = JobSpec(model_path=model_path, arch=ARCH, dataset=DATASET, methods=list(METHODS),
+    spec = JobSpec(model_path=model_path, arch=ARCH, dataset=DATASET, methods=list(sizes.methods),
                    timesteps=sizes.method_steps, eval_samples=sizes.method_eval_samples,
+                   calib_samples=sizes.calib_samples,
                    device="cpu", cq=CQOptions(finetune_epochs=sizes.finetune_epochs,
                                               ctt_batches=sizes.ctt_batches))
     clock = _Clock()
@@ -101,7 +102,7 @@ def table(summary: MethodCostSummary, sizes: Sizes) -> str:
             for r in summary.rows]
     body.append(["(load, ANN evaluation)", "", "", "", f"{summary.setup:.2f}",
                  f"{100 * summary.setup / summary.job:.0f} %"])
-    note = (f"One job: {ARCH} / {DATASET}, all seven methods, T = {sizes.method_steps}, "
+    note = (f"One job: {ARCH} / {DATASET}, {len(sizes.methods)} methods, T = {sizes.method_steps}, "
             f"{sizes.method_eval_samples} test images, CQ fine-tune {sizes.finetune_epochs} "
             f"epoch(s), CTT {sizes.ctt_batches} batches; median of {sizes.repeats} jobs "
             f"(whole job {summary.job:.1f} s). The CQ network is fine-tuned once and shared "

@@ -186,7 +186,7 @@ def table(results: list[PeerResult], sizes: Sizes, ann_top1: float | None = None
     ann = f" (ANN top-1 {100 * ann_top1:.1f} %)" if ann_top1 is not None else ""
     lines.append(f"Same trained {ARCH} weights{ann}, same {sizes.peer_eval_samples} test "
                  f"images, T = {sizes.peer_steps}, direct input, batch {BATCH}, calibration on "
-                 "the same first 1,000 training images. Single run (not a median).")
+                 "the same first training images. Single run (not a median).")
     lines += ["", "What each column means per library:", ""]
     lines += [f"- **{r.name}**: {r.notes}" for r in working]
     for failed in (r for r in results if r.error is not None):

@@ -16,9 +16,10 @@ from pathlib import Path
 from benchmarks.bench_common import (
     PreparedJob,
     Sizes,
-    convert_and_simulate,
+    convert_once,
     format_table,
     median,
+    simulate_again,
 )
 from core.encoders import DirectEncoder, InputEncoder, RateEncoder
 from core.simulate import bytes_per_sample_step
@@ -72,11 +73,12 @@ def run(job: PreparedJob, sizes: Sizes, log=print) -> list[ThroughputRow]:
     rows = []
     for steps in sizes.throughput_steps:
         sized = job.with_spec(timesteps=steps, eval_samples=sizes.throughput_samples)
-        convert_and_simulate(sized, METHOD, DEFAULT_BUDGET_MB)  # warm-up: imports, allocator
+        snn = convert_once(sized, METHOD)
+        simulate_again(sized, snn, DEFAULT_BUDGET_MB)  # warm-up: lazy imports, allocator
         times: dict[str, list[float]] = {v.name: [] for v in VARIANTS}
         for repeat in range(sizes.repeats):
             for variant in VARIANTS:
-                result = convert_and_simulate(sized, METHOD, variant.budget_mb, variant.encoder())
+                result = simulate_again(sized, snn, variant.budget_mb, variant.encoder())
                 times[variant.name].append(result.seconds)
             log(f"  throughput T={steps} repeat {repeat + 1}/{sizes.repeats}")
         work = len(sized.eval_y) * steps

@@ -140,7 +140,8 @@ def run_job(spec: JobSpec, label: str) -> Report:
     """``core.pipeline.run`` with progress lines on stderr and the wall time logged."""
     began = time.perf_counter()
     report = run(spec, _job_logger(label))
-    log(f"{label}: done in {time.perf_counter() - began:.0f} s")
+    scores = ", ".join(f"{r.method} {percent(final_top1(r))} %" for r in report.methods)
+    log(f"{label}: done in {time.perf_counter() - began:.0f} s: {scores}")
     return report
 
 

@@ -56,7 +56,8 @@ def run(out: Path, quick: bool, workdir: Path, log=print) -> Path:
                                                  *sys.argv[1:]])
     dataset = load_dataset(DATASET)
     model_path = model_file(sizes, workdir, dataset)
-    job = prepare(JobSpec(model_path=model_path, arch=ARCH, dataset=DATASET, device="cpu"),
+    job = prepare(JobSpec(model_path=model_path, arch=ARCH, dataset=DATASET, device="cpu",
+                          calib_samples=sizes.calib_samples),
                   dataset)
     sections = []
 
@@ -91,7 +92,7 @@ def run(out: Path, quick: bool, workdir: Path, log=print) -> Path:
     log("5/5 peer libraries")
     peers = bench_peers.run(job, model_path, sizes, log)
     sections.append(_section("5. Peer comparison: SpikingJelly and sinabs",
-                             bench_peers.table(peers, sizes, report.ann.top1)))
+                             bench_peers.table(peers, sizes)))
 
     minutes = (time.perf_counter() - began) / 60
     header = [

@@ -37,6 +37,8 @@ class CQOptions(BaseModel):
     optimizer: Literal["adam", "sgd", "adadelta"] = "adam"
     lr_decay: float = Field(0.7, gt=0, le=1, description="learning rate factor per epoch")
     augment: bool = False
+    keep_batchnorm: bool | None = Field(
+        None, description="fine-tune with BatchNorm unfolded; None: only at T = 1 (see docs)")
     ctt_eta: float = Field(0.01, gt=0, le=10, description="CTT step size eta")
     ctt_batches: int = Field(20, ge=1, le=100_000)
 

@@ -90,7 +90,7 @@ def build_cq_network(ctx: ConversionContext) -> CQNetwork:
     else:
         window = ctx.spec.timesteps
         m, levels = resolve_levels(window, options.clamp_max, options.levels)
-        model = to_cq(ctx.trainable, m, levels)
+        model = to_cq(_finetune_start(ctx, window), m, levels)
         coding = _coding(options.encoding, m, levels, ctx)
         if coding is not None:
             model = with_input_coding(model, coding)
@@ -101,6 +101,20 @@ def build_cq_network(ctx: ConversionContext) -> CQNetwork:
                         window=window, finetune=finetune)
     ctx.cache["cq"] = network
     return network
+
+
+def _finetune_start(ctx: ConversionContext, window: int) -> fx.GraphModule:
+    """The network fine-tuning starts from: with BatchNorm unfolded, or folded.
+
+    Measured on mnist-7conv (docs/paper-reproduction.md): at T = 1 (m = 0.25) the folded
+    network cannot learn the narrow clamp (chance accuracy) while BN re-learns each layer's
+    scale; at T ≥ 2 both give the same CQ ANN, but re-trained BN statistics make the plain
+    IF network (cq-if, cq-ctt) far less faithful, so the folded network is the default there.
+    """
+    keep = ctx.spec.cq.keep_batchnorm
+    if keep is None:
+        keep = window == 1
+    return ctx.trainable if keep else ctx.ann
 
 
 def _finetune(ctx: ConversionContext, model: fx.GraphModule) -> dict:
@@ -115,6 +129,8 @@ def _finetune(ctx: ConversionContext, model: fx.GraphModule) -> dict:
                  augment=options.augment, seed=ctx.spec.seed, device=ctx.device,
                  progress=report)
     return {"epochs": options.finetune_epochs, "source": "fine-tuned from the uploaded ANN",
+            "batchnorm": "kept" if any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+                                       for m in model.modules()) else "folded",
             "optimizer": options.optimizer, "learning_rate": options.learning_rate,
             "final_loss": result.final_loss, "train_top1": result.train_accuracy,
             "seconds": round(result.seconds, 2)}

@@ -1,0 +1,44 @@
+"""Smoke test of the benchmark harness: every benchmark runs at tiny sizes and the page
+it writes has each section, a table per section and the plots it links to."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from benchmarks import bench_latency
+from benchmarks.run_all import run
+
+SECTIONS = ("## 1. Simulation throughput", "## 2. Peak memory", "## 3. Where a job's time goes",
+            "## 4. Accuracy against latency", "## 5. Peer comparison")
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "benchmarks.md"
+    run(out, quick=True, workdir=out.parent / "work", log=lambda _message: None)
+    return out
+
+
+def test_page_has_every_section_with_a_table(page):
+    text = page.read_text()
+    assert text.startswith("# Benchmarks")
+    assert "- machine: " in text and "torch " in text and "- command: `" in text
+    positions = [text.index(title) for title in SECTIONS]
+    assert positions == sorted(positions)
+    for start, stop in zip(positions, positions[1:] + [len(text)], strict=True):
+        assert "|---|" in text[start:stop]
+
+
+def test_linked_plots_exist_and_are_png(page):
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", page.read_text())
+    assert len(links) == 3
+    for link in links:
+        data = (page.parent / link).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_first_step_reaching_the_target():
+    assert bench_latency.first_step_reaching([0.1, 0.5, 0.9, 0.95], 0.9) == 3
+    assert bench_latency.first_step_reaching([0.1, 0.5], 0.9) is None
