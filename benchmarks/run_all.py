@@ -57,8 +57,7 @@ def run(out: Path, quick: bool, workdir: Path, log=print) -> Path:
     dataset = load_dataset(DATASET)
     model_path = model_file(sizes, workdir, dataset)
     job = prepare(JobSpec(model_path=model_path, arch=ARCH, dataset=DATASET, device="cpu",
-                          calib_samples=sizes.calib_samples),
-                  dataset)
+                          calib_samples=sizes.calib_samples))
     sections = []
 
     log("1/5 simulation throughput")
