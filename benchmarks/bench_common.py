@@ -24,7 +24,6 @@ from core import pipeline, zoo
 from core.datasets import Dataset, load_dataset, take
 from core.encoders import InputEncoder
 from core.methods import ConversionContext, convert
-from core.neurons import reset_state, set_steps
 from core.report import MethodResult
 from core.simulate import simulate
 from core.snn import SpikingNetwork
@@ -151,11 +150,7 @@ def simulate_again(job: PreparedJob, snn: SpikingNetwork, memory_budget_mb: floa
     """Simulate an already converted network on the job's evaluation samples.
 
     ``encoder`` replaces the network's input encoder (to benchmark an encoding variant).
-    The step count a previous run left in the neurons is reset first: ``simulate`` traces
-    shapes with one sample before it sets the chunk length, and fails on a stale one.
     """
-    set_steps(snn.network, 1)
-    reset_state(snn.network)
     if encoder is not None:
         snn.encoder = encoder
     return simulate(snn, job.eval_x, job.eval_y, sample_shape=job.dataset.input_shape,
@@ -167,10 +162,3 @@ def convert_and_simulate(job: PreparedJob, method: str, memory_budget_mb: float,
                          encoder: InputEncoder | None = None) -> MethodResult:
     """Convert with ``method`` and simulate on the job's evaluation samples."""
     return simulate_again(job, convert_once(job, method), memory_budget_mb, encoder)
-
-
-def format_table(header: list[str], rows: list[list[str]]) -> str:
-    """A GitHub-flavoured markdown table."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)

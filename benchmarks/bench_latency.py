@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.bench_common import ARCH, DATASET, Sizes, format_table
+from benchmarks.bench_common import ARCH, DATASET, Sizes
+from benchmarks.common import markdown_table
 from core.pipeline import run as run_job
 from core.report import Report, checkpoints
 from core.spec import CLASSIC_METHODS, JobSpec
@@ -74,7 +75,7 @@ def table(report: Report) -> str:
             f"E_MAC = {report.energy_model.e_mac_pj} pJ, E_AC = {report.energy_model.e_ac_pj} "
             f"pJ ({report.energy_model.source}); the first layer's MACs are counted once "
             "(direct input).")
-    return format_table(header, body) + "\n\n" + note
+    return markdown_table(header, body) + "\n\n" + note
 
 
 def plot(report: Report, path: Path) -> Path:

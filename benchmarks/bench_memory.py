@@ -23,11 +23,11 @@ from benchmarks.bench_common import (
     Sizes,
     convert_and_simulate,
     convert_once,
-    format_table,
     median,
     prepare,
     simulate_again,
 )
+from benchmarks.common import markdown_table
 from core.simulate import bytes_per_sample_step
 from core.spec import JobSpec
 
@@ -124,7 +124,7 @@ def table(rows: list[MemoryRow], sizes: Sizes) -> str:
             f"images, batch {BATCH}; one process per budget, peak measured by {how}; "
             "the bound is chunk × bytes per sample-step × batch "
             "(`core.simulate.bytes_per_sample_step`).")
-    return format_table(header, body) + "\n\n" + note
+    return markdown_table(header, body) + "\n\n" + note
 
 
 def plot(rows: list[MemoryRow], path: Path) -> Path:

@@ -13,7 +13,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks.bench_common import ARCH, DATASET, Sizes, format_table, median
+from benchmarks.bench_common import ARCH, DATASET, Sizes, median
+from benchmarks.common import markdown_table
 from core.pipeline import run as run_job
 from core.progress import ProgressEvent
 from core.spec import CQOptions, JobSpec
@@ -107,4 +108,4 @@ def table(summary: MethodCostSummary, sizes: Sizes) -> str:
             f"epoch(s), CTT {sizes.ctt_batches} batches; median of {sizes.repeats} jobs "
             f"(whole job {summary.job:.1f} s). The CQ network is fine-tuned once and shared "
             "by cq-asg, cq-if and cq-ctt; whichever comes first pays for it.")
-    return format_table(header, body) + "\n\n" + note
+    return markdown_table(header, body) + "\n\n" + note

@@ -20,7 +20,8 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from benchmarks.bench_common import ARCH, PreparedJob, Sizes, convert_and_simulate, format_table
+from benchmarks.bench_common import ARCH, PreparedJob, Sizes, convert_and_simulate
+from benchmarks.common import markdown_table
 from core import zoo
 
 PERCENTILE = 99.9
@@ -182,7 +183,7 @@ def table(results: list[PeerResult], sizes: Sizes, ann_top1: float | None = None
     body = [[r.name, r.version] + [f"{100 * r.top1[t - 1]:.1f}" for t in shown] +
             [f"{r.convert_seconds:.2f}", f"{r.simulate_seconds:.2f}",
              f"{work / r.simulate_seconds:,.0f}"] for r in working]
-    lines = [format_table(header, body), ""]
+    lines = [markdown_table(header, body), ""]
     ann = f" (ANN top-1 {100 * ann_top1:.1f} %)" if ann_top1 is not None else ""
     lines.append(f"Same trained {ARCH} weights{ann}, same {sizes.peer_eval_samples} test "
                  f"images, T = {sizes.peer_steps}, direct input, batch {BATCH}, calibration on "

@@ -17,10 +17,10 @@ from benchmarks.bench_common import (
     PreparedJob,
     Sizes,
     convert_once,
-    format_table,
     median,
     simulate_again,
 )
+from benchmarks.common import markdown_table
 from core.encoders import DirectEncoder, InputEncoder, RateEncoder
 from core.simulate import bytes_per_sample_step
 
@@ -120,7 +120,7 @@ def table(rows: list[ThroughputRow], samples: int) -> str:
     note = (f"{samples} test images, batch 100, method {METHOD}; time is the wall time of "
             "`core.simulate.simulate` (readout, SOP counting and layer statistics included); "
             "*default* is the first variant.")
-    return format_table(header, body) + "\n\n" + note
+    return markdown_table(header, body) + "\n\n" + note
 
 
 def plot(rows: list[ThroughputRow], path: Path) -> Path:
