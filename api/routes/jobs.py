@@ -23,13 +23,21 @@ PROBLEM_RESPONSES = {
     422: {"model": Problem, "description": "invalid options, dataset or model"},
     503: {"model": Problem, "description": "the broker could not be reached"},
 }
+# URL suffix → (file in the job's results directory, media type, operation name, summary)
 REPORT_FILES = {
-    "report.json": "application/json",
-    "report.csv": "text/csv; charset=utf-8",
-    "accuracy.svg": "image/svg+xml",
-    "accuracy.png": "image/png",
-    "cq-model.onnx": "application/octet-stream",
-    "cq-model.safetensors": "application/octet-stream",
+    "report": ("report.json", "application/json", "get_report",
+               "The job's report.json: the same document the CLI writes."),
+    "report.csv": ("report.csv", "text/csv; charset=utf-8", "get_report_csv",
+                   "Accuracy per method and time step as CSV."),
+    "plot.svg": ("accuracy.svg", "image/svg+xml", "get_plot_svg",
+                 "Accuracy-vs-time-step plot (SVG)."),
+    "plot.png": ("accuracy.png", "image/png", "get_plot_png",
+                 "Accuracy-vs-time-step plot (PNG)."),
+    "cq-model.onnx": ("cq-model.onnx", "application/octet-stream", "get_cq_model_onnx",
+                      "The CQ network fine-tuned for the paper's methods (cq-* jobs), as ONNX."),
+    "cq-model.safetensors": ("cq-model.safetensors", "application/octet-stream",
+                             "get_cq_model_safetensors",
+                             "The same CQ network's weights as safetensors."),
 }
 
 
@@ -100,7 +108,8 @@ def cancel_job(job_id: str, session: SessionDep) -> JobRecord:
     return get_job_or_404(session, job_id)
 
 
-def _report_file(session, settings, job_id: str, filename: str) -> FileResponse:
+def _report_file(session, settings, job_id: str, filename: str,
+                 media_type: str) -> FileResponse:
     job = get_job_or_404(session, job_id)
     if job.status is not JobStatus.succeeded:
         raise ProblemError(409, "report-not-ready", "Report not ready",
@@ -111,40 +120,17 @@ def _report_file(session, settings, job_id: str, filename: str) -> FileResponse:
                 if filename.startswith("cq-model") else "it is not on the server's data volume")
         raise ProblemError(404, "report-missing", "Report file missing",
                            f"job {job_id} has no {filename}: {hint}")
-    return FileResponse(path, media_type=REPORT_FILES[filename])
+    return FileResponse(path, media_type=media_type)
 
 
-@router.get("/{job_id}/report", responses=PROBLEM_RESPONSES)
-def get_report(job_id: str, session: SessionDep, settings: SettingsDep) -> Response:
-    """The job's report.json: the same document the CLI writes."""
-    return _report_file(session, settings, job_id, "report.json")
+def _file_endpoint(filename: str, media_type: str, summary: str):
+    def endpoint(job_id: str, session: SessionDep, settings: SettingsDep) -> Response:
+        return _report_file(session, settings, job_id, filename, media_type)
+
+    endpoint.__doc__ = summary
+    return endpoint
 
 
-@router.get("/{job_id}/report.csv", responses=PROBLEM_RESPONSES)
-def get_report_csv(job_id: str, session: SessionDep, settings: SettingsDep) -> Response:
-    """Accuracy per method and time step as CSV."""
-    return _report_file(session, settings, job_id, "report.csv")
-
-
-@router.get("/{job_id}/plot.svg", responses=PROBLEM_RESPONSES)
-def get_plot_svg(job_id: str, session: SessionDep, settings: SettingsDep) -> Response:
-    """Accuracy-vs-time-step plot (SVG)."""
-    return _report_file(session, settings, job_id, "accuracy.svg")
-
-
-@router.get("/{job_id}/plot.png", responses=PROBLEM_RESPONSES)
-def get_plot_png(job_id: str, session: SessionDep, settings: SettingsDep) -> Response:
-    """Accuracy-vs-time-step plot (PNG)."""
-    return _report_file(session, settings, job_id, "accuracy.png")
-
-
-@router.get("/{job_id}/cq-model.onnx", responses=PROBLEM_RESPONSES)
-def get_cq_model_onnx(job_id: str, session: SessionDep, settings: SettingsDep) -> Response:
-    """The CQ network fine-tuned for the paper's methods (jobs with cq-* methods), as ONNX."""
-    return _report_file(session, settings, job_id, "cq-model.onnx")
-
-
-@router.get("/{job_id}/cq-model.safetensors", responses=PROBLEM_RESPONSES)
-def get_cq_model_safetensors(job_id: str, session: SessionDep, settings: SettingsDep) -> Response:
-    """The same CQ network's weights as safetensors."""
-    return _report_file(session, settings, job_id, "cq-model.safetensors")
+for _suffix, (_filename, _media_type, _name, _summary) in REPORT_FILES.items():
+    router.add_api_route(f"/{{job_id}}/{_suffix}", _file_endpoint(_filename, _media_type, _summary),
+                         methods=["GET"], name=_name, responses=PROBLEM_RESPONSES)
