@@ -185,8 +185,7 @@ def run(spec: JobSpec, progress: ProgressCallback = ignore_progress,
             progress=lambda f, partial: stages.emit("simulate", f, "simulating", partial)))
     artifacts = export_cq_model(ctx, Path(artifacts_dir)) if artifacts_dir else []
     stages.emit("report", 1.0, "done")
-    analog = any(r.parameters.get("input_encoding", r.parameters.get("encoding")) == "direct"
-                 for r in results)
+    analog = any(result.analog_input for result in results)
     return Report(
         snnconv_version=__version__, created_at=datetime.now(UTC),
         spec=spec.model_dump(mode="json"),

@@ -71,6 +71,8 @@ class MethodResult(BaseModel):
         None, description="accuracy of the network this method's SNN should match (e.g. the CQ ANN)"
     )
     parameters: dict = Field(default_factory=dict)
+    analog_input: bool = Field(
+        False, description="the first layer received the analog image (its MACs counted once)")
     seconds: float = 0.0
 
 

@@ -296,6 +296,7 @@ def simulate(snn: SpikingNetwork, x: np.ndarray, y: np.ndarray, *, sample_shape:
         energy_uj=[analog_energy + microjoules(accumulates=s) for s in sops],
         latency=snn.latency, layers=_layer_reports(tally),
         reference_top1=tally.reference_correct / max(tally.samples, 1), parameters=snn.parameters,
+        analog_input=snn.encoder.analog,
         seconds=time.perf_counter() - began,
     )
 

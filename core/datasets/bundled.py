@@ -43,27 +43,19 @@ def load_mnist_5k() -> Dataset:
     return Dataset("mnist-5k", train, test, 10, (1, 28, 28), list(_DIGIT_NAMES))
 
 
+def _always_available(name: str, description: str, input_shape: list[int], total: int,
+                      test_size: int) -> DatasetStatus:
+    return DatasetStatus(name=name, description=description, available=True,
+                         input_shape=input_shape, num_classes=10,
+                         train_size=total - test_size, test_size=test_size)
+
+
 def digits_status() -> DatasetStatus:
     """Catalogue entry for ``digits`` (always available)."""
-    return DatasetStatus(
-        name="digits",
-        description=DIGITS_DESCRIPTION,
-        available=True,
-        input_shape=[1, 8, 8],
-        num_classes=10,
-        train_size=1797 - DIGITS_TEST_SIZE,
-        test_size=DIGITS_TEST_SIZE,
-    )
+    return _always_available("digits", DIGITS_DESCRIPTION, [1, 8, 8], 1797, DIGITS_TEST_SIZE)
 
 
 def mnist_5k_status() -> DatasetStatus:
     """Catalogue entry for ``mnist-5k`` (always available)."""
-    return DatasetStatus(
-        name="mnist-5k",
-        description=MNIST_5K_DESCRIPTION,
-        available=True,
-        input_shape=[1, 28, 28],
-        num_classes=10,
-        train_size=5000 - MNIST_5K_TEST_SIZE,
-        test_size=MNIST_5K_TEST_SIZE,
-    )
+    return _always_available("mnist-5k", MNIST_5K_DESCRIPTION, [1, 28, 28], 5000,
+                             MNIST_5K_TEST_SIZE)

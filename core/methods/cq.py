@@ -83,18 +83,15 @@ def build_cq_network(ctx: ConversionContext) -> CQNetwork:
         m, levels = uploaded
         window = round(m * levels)
         model = trace(ctx.ann)
-        coding = _coding(options.encoding, m, levels, ctx)
-        if coding is not None:
-            model = with_input_coding(model, coding)
-        finetune = {"epochs": 0, "source": "uploaded CQ model"}
     else:
         window = ctx.spec.timesteps
         m, levels = resolve_levels(window, options.clamp_max, options.levels)
         model = to_cq(_finetune_start(ctx, window), m, levels)
-        coding = _coding(options.encoding, m, levels, ctx)
-        if coding is not None:
-            model = with_input_coding(model, coding)
-        finetune = _finetune(ctx, model)
+    coding = _coding(options.encoding, m, levels, ctx)
+    if coding is not None:
+        model = with_input_coding(model, coding)
+    finetune = ({"epochs": 0, "source": "uploaded CQ model"} if options.finetune_epochs == 0
+                else _finetune(ctx, model))
     model = canonicalize(model).to(ctx.device).eval()
     body, stripped = strip_leading_module(model, CODING_TYPES)
     network = CQNetwork(model=model, body=body, coding=stripped, clamp_max=m, levels=levels,

@@ -101,8 +101,7 @@ def test_cq_if_and_ctt_share_the_cq_network_and_approach_it(digits_mlp, digits_a
     if_result, ctt = results["cq-if"], results["cq-ctt"]
     assert if_result.reference_top1 == ctt.reference_top1
     assert if_result.top1[-1] >= if_result.reference_top1 - 0.05
-    ctt_layers = [layer for layer in ctt.layers]
-    assert any(layer.threshold_min != layer.threshold_max for layer in ctt_layers)
+    assert any(layer.threshold_min != layer.threshold_max for layer in ctt.layers)
     assert ctt.parameters["ctt_rate_gap_last"] <= ctt.parameters["ctt_rate_gap_first"]
 
 
