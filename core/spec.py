@@ -34,6 +34,10 @@ class CQOptions(BaseModel):
         2, ge=0, le=500, description="0: the uploaded model is already CQ-trained"
     )
     learning_rate: float = Field(1e-3, gt=0, le=10)
+    surrogate_margin: float | None = Field(
+        None, ge=0, le=16,
+        description="straight-through window [-k/L, m + k/L] in levels k; 0 is the paper's "
+                    "[0, m]; None: 1 at T = 1, else 0 (see docs/methods.md)")
     optimizer: Literal["adam", "sgd", "adadelta"] = "adam"
     lr_decay: float = Field(0.7, gt=0, le=1, description="learning rate factor per epoch")
     augment: bool = False

@@ -39,6 +39,19 @@ def default_clamp_max(window: int) -> float:
     return 0.25 if window == 1 else 0.8
 
 
+def resolve_surrogate_margin(window: int, margin: float | None) -> float:
+    """The straight-through margin k: as asked, else 1 level at T = 1 and the paper's 0 above.
+
+    Measured on mnist-7conv (docs/t1-recipe-sweep.md, docs/methods.md): at T = 1 the paper's
+    window [0, m] lies wholly below the single step and k = 1 lifts the exact SNN by about
+    2 pp; at T ≥ 2 a wider window leaves cq-asg unchanged but makes the plain-IF network
+    (cq-if, cq-ctt) less faithful, so the paper's window stays the default there.
+    """
+    if margin is not None:
+        return margin
+    return 1.0 if window == 1 else 0.0
+
+
 def resolve_levels(window: int, clamp_max: float | None, levels: int | None) -> tuple[float, int]:
     """(m, L) with m·L = T; L wins when both are given and disagree only by rounding."""
     if levels is not None:
@@ -82,16 +95,17 @@ def build_cq_network(ctx: ConversionContext) -> CQNetwork:
                               "→ ÷L after every layer); give epochs ≥ 1 to fine-tune this one")
         m, levels = uploaded
         window = round(m * levels)
-        model = trace(ctx.ann)
+        model, margin = trace(ctx.ann), None
     else:
         window = ctx.spec.timesteps
         m, levels = resolve_levels(window, options.clamp_max, options.levels)
-        model = to_cq(_finetune_start(ctx, window), m, levels)
+        margin = resolve_surrogate_margin(window, options.surrogate_margin)
+        model = to_cq(_finetune_start(ctx, window), m, levels, surrogate_margin=margin)
     coding = _coding(options.encoding, m, levels, ctx)
     if coding is not None:
         model = with_input_coding(model, coding)
     finetune = ({"epochs": 0, "source": "uploaded CQ model"} if options.finetune_epochs == 0
-                else _finetune(ctx, model))
+                else _finetune(ctx, model, margin))
     model = canonicalize(model).to(ctx.device).eval()
     body, stripped = strip_leading_module(model, CODING_TYPES)
     network = CQNetwork(model=model, body=body, coding=stripped, clamp_max=m, levels=levels,
@@ -114,7 +128,7 @@ def _finetune_start(ctx: ConversionContext, window: int) -> fx.GraphModule:
     return ctx.trainable if keep else ctx.ann
 
 
-def _finetune(ctx: ConversionContext, model: fx.GraphModule) -> dict:
+def _finetune(ctx: ConversionContext, model: fx.GraphModule, margin: float) -> dict:
     options = ctx.spec.cq
 
     def report(fraction: float, message: str) -> None:
@@ -129,6 +143,8 @@ def _finetune(ctx: ConversionContext, model: fx.GraphModule) -> dict:
             "batchnorm": "kept" if any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
                                        for m in model.modules()) else "folded",
             "optimizer": options.optimizer, "learning_rate": options.learning_rate,
+            "lr_decay": options.lr_decay,
+            "surrogate_margin": margin,
             "final_loss": result.final_loss, "train_top1": result.train_accuracy,
             "seconds": round(result.seconds, 2)}
 

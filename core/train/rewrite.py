@@ -5,6 +5,8 @@ Every pass returns a new GraphModule; the caller's model is never touched.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch.nn.functional as F
 from torch import fx, nn
 
@@ -107,14 +109,14 @@ def _replace_functional_max_pool(node: fx.Node) -> None:
     node.kwargs = values
 
 
-def _replace_relus(graph_module: fx.GraphModule, clamp_max: float, levels: int) -> None:
+def _replace_relus(graph_module: fx.GraphModule, make_cq: Callable[[], CQActivation]) -> None:
     """Every ClampedReLU (the canonical form of ReLU, ReLU6, clamp(0, ·)) becomes CQ."""
     for name, module in list(graph_module.named_modules()):
         if isinstance(module, ClampedReLU):
-            graph_module.add_submodule(name, CQActivation(clamp_max, levels))
+            graph_module.add_submodule(name, make_cq())
 
 
-def _quantise_pools(graph_module: fx.GraphModule, clamp_max: float, levels: int) -> None:
+def _quantise_pools(graph_module: fx.GraphModule, make_cq: Callable[[], CQActivation]) -> None:
     modules = dict(graph_module.named_modules())
     for node in list(graph_module.graph.nodes):
         if not _is_avg_pool(node, modules):
@@ -124,7 +126,7 @@ def _quantise_pools(graph_module: fx.GraphModule, clamp_max: float, levels: int)
             continue
         if not _feeds_weighted_layer(node, modules):
             continue  # the readout stays linear
-        activation = _insert_module_call(graph_module, CQActivation(clamp_max, levels), "cq", node)
+        activation = _insert_module_call(graph_module, make_cq(), "cq", node)
         for user in users:
             user.replace_input_with(node, activation)
         modules = dict(graph_module.named_modules())
@@ -136,6 +138,7 @@ def to_cq(
     levels: int,
     *,
     max_pool_to_avg: bool = True,
+    surrogate_margin: float = 0.0,
 ) -> fx.GraphModule:
     """Return a new GraphModule with every ReLU replaced by CQActivation(m, L).
 
@@ -145,13 +148,18 @@ def to_cq(
     rate must again be one of the T + 1 spike counts.  With ``max_pool_to_avg`` (default) max
     pooling becomes average pooling with the same kernel, stride and padding, as in the paper —
     max pooling has no exact rate-coded counterpart.  The output layer stays linear.
+    ``surrogate_margin`` widens the straight-through window (see CQActivation).
     ``model`` itself is deep-copied, never mutated.
     """
     graph_module = recognise_activations(model)
     if max_pool_to_avg:
         _replace_max_pools(graph_module)
-    _replace_relus(graph_module, clamp_max, levels)
-    _quantise_pools(graph_module, clamp_max, levels)
+
+    def make_cq() -> CQActivation:
+        return CQActivation(clamp_max, levels, surrogate_margin)
+
+    _replace_relus(graph_module, make_cq)
+    _quantise_pools(graph_module, make_cq)
     graph_module.graph.eliminate_dead_code()
     graph_module.delete_all_unused_submodules()
     graph_module.graph.lint()

@@ -6,8 +6,10 @@ import pytest
 import torch
 
 from core.methods import ConversionContext, convert
+from core.methods.cq import build_cq_network
 from core.simulate import simulate
 from core.spec import JobSpec
+from core.train import CQActivation
 
 CPU = torch.device("cpu")
 
@@ -86,6 +88,18 @@ def test_asg_reproduces_the_cq_ann_exactly(digits_mlp, digits_arrays):
     assert result.top1[-1] == pytest.approx(result.reference_top1)
     assert all(layer.rate_error == 0 for layer in result.layers)
     assert result.latency.end_to_end_steps == 2 * 4 and not result.latency.anytime
+
+
+@pytest.mark.parametrize(("timesteps", "asked", "used"),
+                         [(2, 2.5, 2.5), (1, None, 1.0), (2, None, 0.0), (1, 0.0, 0.0)])
+def test_finetuning_uses_the_straight_through_window_asked_or_the_default_per_t(
+        digits_mlp, digits_arrays, timesteps, asked, used):
+    ctx = context(digits_mlp, digits_arrays, methods=["cq-asg"], timesteps=timesteps,
+                  cq={"finetune_epochs": 1, "surrogate_margin": asked})
+    network = build_cq_network(ctx)
+    margins = {m.surrogate_margin for m in network.model.modules() if isinstance(m, CQActivation)}
+    assert margins == {used}
+    assert network.finetune["surrogate_margin"] == used
 
 
 def test_cq_if_and_ctt_share_the_cq_network_and_approach_it(digits_mlp, digits_arrays):

@@ -67,6 +67,27 @@ def test_straight_through_gradient_is_masked_and_clipped():
     torch.testing.assert_close(z.grad, expected)
 
 
+def test_surrogate_margin_widens_the_window_by_whole_levels():
+    # m = 0.25, L = 4 (T = 1): the only step is at z = m; margin k = 1 passes gradient for
+    # -0.25 <= z <= 0.5, margin 0 (the paper) for 0 <= z <= 0.25
+    z = torch.tensor([-0.3, -0.25, -0.1, 0.1, 0.25, 0.3, 0.5, 0.6])
+    upstream = torch.tensor([1.0, 1.0, 1.0, 1.0, 1.0, -2.0, 0.5, 1.0])
+    expected = {0.0: [0, 0, 0, 1, 1, 0, 0, 0], 1.0: [0, 1, 1, 1, 1, -1, 0.5, 0]}
+    for margin, gradient in expected.items():
+        leaf = z.clone().requires_grad_(True)
+        (CQActivation(0.25, 4, surrogate_margin=margin)(leaf) * upstream).sum().backward()
+        torch.testing.assert_close(leaf.grad, torch.tensor(gradient, dtype=torch.float32))
+
+
+def test_surrogate_margin_leaves_the_forward_pass_alone():
+    z = torch.linspace(-1, 2, 3001)
+    narrow = CQActivation(0.8, 10)(z.clone().requires_grad_(True)).detach()
+    wide = CQActivation(0.8, 10, surrogate_margin=3)(z.clone().requires_grad_(True)).detach()
+    assert torch.equal(narrow, wide)
+    with pytest.raises(ValueError):
+        CQActivation(0.8, 10, surrogate_margin=-1)
+
+
 def test_attributes_are_plain_numbers():
     activation = CQActivation(0.25, 4)
     assert type(activation.clamp_max) is float and activation.clamp_max == 0.25

@@ -105,6 +105,13 @@ def test_every_average_pool_is_followed_by_cq_and_max_pool_is_gone():
     assert isinstance(replaced, nn.AvgPool2d) and replaced.kernel_size == 2 and replaced.stride == 2
 
 
+def test_surrogate_margin_reaches_every_cq_activation():
+    converted = to_cq(ManyReluSpellings(), M, L, surrogate_margin=1.5)
+    margins = {converted.get_submodule(n.target).surrogate_margin for n in _cq_nodes(converted)}
+    assert margins == {1.5}
+    assert len(_cq_nodes(converted)) == 12
+
+
 def test_max_pool_kept_when_asked():
     converted = to_cq(ManyReluSpellings(), M, L, max_pool_to_avg=False)
     assert isinstance(converted.get_submodule("max_pool"), nn.MaxPool2d)
