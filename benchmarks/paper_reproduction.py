@@ -1,11 +1,12 @@
 """Reproduce the MNIST experiment of Yan, Zhou & Wong on mnist-5k and write a markdown report.
 
-    .venv/bin/python -m benchmarks.paper_reproduction            # default run (≈ 25 min, 2 cores)
+    .venv/bin/python -m benchmarks.paper_reproduction            # default run (≈ 50 min, 2 cores)
     .venv/bin/python -m benchmarks.paper_reproduction --quick    # smoke run on `digits` (seconds)
 
 Steps: train the full-precision ReLU network once (cached), then one pipeline job per T with
-cq-asg, cq-ctt, cq-if, robust-norm and half-threshold on that same ANN, an encoding ablation
-(direct / VR / VR+ICE) and a same-budget ReLU reference.  Every SNN number is produced by
+cq-asg, cq-ctt, cq-if, robust-norm and half-threshold on that same ANN, an ablation of the
+input encoding (direct / VR / VR+ICE) and of the straight-through window, and a same-budget
+ReLU reference.  Every SNN number is produced by
 ``core.pipeline.run``.
 """
 
@@ -17,7 +18,6 @@ import time
 from pathlib import Path
 
 from pydantic import BaseModel
-from safetensors.torch import load_file
 
 from benchmarks.common import (
     DEFAULT_CACHE,
@@ -31,13 +31,13 @@ from benchmarks.common import (
     now_utc,
     percent,
     run_job,
+    same_budget_relu_top1,
     train_base_ann,
 )
-from core.datasets import Dataset, load_dataset
+from core.datasets import load_dataset
+from core.methods.cq import resolve_surrogate_margin
 from core.report import Report, atomic_write_bytes
 from core.spec import CQOptions, JobSpec
-from core.train import evaluate, fit
-from core.zoo import build
 
 PAPER_METHODS = ("cq-asg", "cq-ctt", "cq-if")
 CLASSIC_METHODS = ("robust-norm", "half-threshold")
@@ -45,6 +45,8 @@ ABLATION_METHODS = ("cq-asg", "cq-if", "cq-ctt")
 ENCODINGS = ("direct", "vr", "vr-ice")
 MAIN_ENCODING = "vr"
 PAPER_MNIST_TOP1 = 98.73
+PAPER_SURROGATE_MARGIN = 0.0
+WIDE_SURROGATE_MARGIN = 1.0
 SAME_BUDGET_TOLERANCE_PP = 1.0
 
 
@@ -59,6 +61,8 @@ class Config(BaseModel):
     base_lr: float
     finetune_epochs: int
     finetune_lr: float
+    finetune_lr_decay: float
+    surrogate_margin: float | None  # None: the pipeline's default per T
     augment: bool
     clamp_max: float
     clamp_max_t1: float
@@ -74,13 +78,15 @@ class Config(BaseModel):
     def cq_options(self, window: int, encoding: str) -> CQOptions:
         return CQOptions(clamp_max=self.clamp_max_t1 if window == 1 else self.clamp_max,
                          encoding=encoding, finetune_epochs=self.finetune_epochs,
-                         learning_rate=self.finetune_lr, augment=self.augment,
+                         learning_rate=self.finetune_lr, lr_decay=self.finetune_lr_decay,
+                         surrogate_margin=self.surrogate_margin, augment=self.augment,
                          ctt_batches=self.ctt_batches)
 
 
 class Job(BaseModel):
     window: int
     encoding: str
+    surrogate_margin: float
     report: Report
     seconds: float
 
@@ -96,7 +102,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=None,
                         help="epochs of the full-precision ReLU network (default 6; quick 20)")
     parser.add_argument("--finetune-epochs", type=int, default=None,
-                        help="CQ fine-tuning epochs per T (default 2; quick 1)")
+                        help="CQ fine-tuning epochs per T (default 30; quick 1)")
+    parser.add_argument("--finetune-lr-decay", type=float, default=0.9,
+                        help="learning-rate factor per CQ fine-tuning epoch")
+    parser.add_argument("--surrogate-margin", type=float, default=None,
+                        help="straight-through window margin k in levels (0: the paper's; "
+                             "default: the pipeline's, 1 at T = 1 and 0 above)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timesteps", type=int, nargs="+", default=None,
                         help="windows T of the main table (default 1 2 4 8)")
@@ -127,8 +138,10 @@ def make_config(args: argparse.Namespace, command: str) -> Config:
                             else [1] if quick else [1, 2]),
         base_epochs=args.epochs or (20 if quick else 6),
         base_lr=3e-3 if quick else 1e-3,
-        finetune_epochs=args.finetune_epochs or (1 if quick else 2),
+        finetune_epochs=args.finetune_epochs or (1 if quick else 30),
         finetune_lr=1e-3,
+        finetune_lr_decay=args.finetune_lr_decay,
+        surrogate_margin=args.surrogate_margin,
         augment=not quick,  # shifts of ±2 px mean nothing on 8×8 digits
         clamp_max=args.clamp_max,
         clamp_max_t1=args.clamp_max_t1,
@@ -139,50 +152,61 @@ def make_config(args: argparse.Namespace, command: str) -> Config:
     )
 
 
-def job_spec(config: Config, ann: TrainedANN, window: int, encoding: str,
-             methods: tuple[str, ...]) -> JobSpec:
+def job_spec(config: Config, ann: TrainedANN, step: PlanStep) -> JobSpec:
+    cq = config.cq_options(step.window, step.encoding)
+    if step.surrogate_margin is not None:
+        cq = cq.model_copy(update={"surrogate_margin": step.surrogate_margin})
     return JobSpec(model_path=ann.path, arch=config.arch, dataset=config.dataset,
-                   methods=list(methods), timesteps=window, seed=config.seed,
-                   eval_samples=config.eval_samples, device="cpu",
-                   cq=config.cq_options(window, encoding))
-
-
-def same_budget_relu(config: Config, ann: TrainedANN, dataset: Dataset) -> float:
-    """Test top-1 of the ReLU ANN trained further exactly as the CQ fine-tuning trains.
-
-    The CQ network sees base + fine-tune epochs; this ReLU twin gets the same, so the
-    comparison asked for ("same budget") differs only in the activation.
-    """
-    model = build(config.arch, num_classes=dataset.num_classes,
-                  in_channels=dataset.input_shape[0])
-    model.load_state_dict(load_file(ann.path))  # our own file, written by train_base_ann
-    options = config.cq_options(1, MAIN_ENCODING)
-    fit(model, dataset.train, epochs=options.finetune_epochs, lr=options.learning_rate,
-        batch_size=100, optimizer=options.optimizer, lr_decay=options.lr_decay,
-        augment=options.augment, seed=config.seed)
-    return evaluate(model, dataset.test)
+                   methods=list(step.methods), timesteps=step.window, seed=config.seed,
+                   eval_samples=config.eval_samples, device="cpu", cq=cq)
 
 
 def run_all(config: Config, cache_dir: Path, reuse: bool) -> tuple[TrainedANN, float, list[Job]]:
     dataset = load_dataset(config.dataset, None)
     ann = train_base_ann(config.recipe(), dataset, cache_dir, reuse=reuse)
     log("training the same-budget ReLU twin")
-    twin_top1 = same_budget_relu(config, ann, dataset)
+    twin_top1 = same_budget_relu_top1(ann, dataset, config.cq_options(1, MAIN_ENCODING),
+                                      seed=config.seed)
     log(f"same-budget ReLU ANN: test top-1 {100 * twin_top1:.2f} %")
-    plan = [(t, MAIN_ENCODING, PAPER_METHODS + CLASSIC_METHODS) for t in config.timesteps]
-    plan += [(t, e, ABLATION_METHODS) for t in config.ablation_timesteps for e in ENCODINGS
-             if not (e == MAIN_ENCODING and t in config.timesteps)]
     jobs = []
-    for window, encoding, methods in plan:
+    for step in plan(config):
         began = time.perf_counter()
-        report = run_job(job_spec(config, ann, window, encoding, methods),
-                         f"T={window} {encoding}")
-        jobs.append(Job(window=window, encoding=encoding, report=report,
-                        seconds=time.perf_counter() - began))
+        spec = job_spec(config, ann, step)
+        margin = resolve_surrogate_margin(step.window, spec.cq.surrogate_margin)
+        report = run_job(spec, f"T={step.window} {step.encoding} k={margin:g}")
+        jobs.append(Job(window=step.window, encoding=step.encoding, surrogate_margin=margin,
+                        report=report, seconds=time.perf_counter() - began))
     return ann, twin_top1, jobs
 
 
+class PlanStep(BaseModel):
+    window: int
+    encoding: str
+    methods: tuple[str, ...]
+    surrogate_margin: float | None = None  # None: the run's own margin
+
+
+def plan(config: Config) -> list[PlanStep]:
+    """The main table's jobs, the encoding ablation, then the other straight-through window.
+
+    At each ablation T the CQ network is fine-tuned once more with the window the run did not
+    use: the paper's [0, m] where the run widened it, a one-level margin where it did not.
+    """
+    steps = [PlanStep(window=t, encoding=MAIN_ENCODING, methods=PAPER_METHODS + CLASSIC_METHODS)
+             for t in config.timesteps]
+    steps += [PlanStep(window=t, encoding=e, methods=ABLATION_METHODS)
+              for t in config.ablation_timesteps for e in ENCODINGS
+              if not (e == MAIN_ENCODING and t in config.timesteps)]
+    for window in config.ablation_timesteps:
+        used = resolve_surrogate_margin(window, config.surrogate_margin)
+        other = WIDE_SURROGATE_MARGIN if used == PAPER_SURROGATE_MARGIN else PAPER_SURROGATE_MARGIN
+        steps.append(PlanStep(window=window, encoding=MAIN_ENCODING, methods=ABLATION_METHODS,
+                              surrogate_margin=other))
+    return steps
+
+
 def _job(jobs: list[Job], window: int, encoding: str) -> Job | None:
+    """The first job for (T, encoding): the one with the run's own straight-through window."""
     return next((j for j in jobs if j.window == window and j.encoding == encoding), None)
 
 
@@ -209,15 +233,30 @@ def _m_and_l(parameters: dict) -> str:
 
 
 def ablation_table(config: Config, jobs: list[Job]) -> str:
-    header = ["T", "input encoding", "CQ ANN"] + [f"`{m}`" for m in ABLATION_METHODS]
+    header = (["T", "input encoding", "straight-through window", "CQ ANN"]
+              + [f"`{m}`" for m in ABLATION_METHODS])
     rows = []
     for window in config.ablation_timesteps:
-        for encoding in ENCODINGS:
-            job = _job(jobs, window, encoding)
+        for job in (j for j in jobs if j.window == window):
             results = [method(job.report, m) for m in ABLATION_METHODS]
-            rows.append([str(window), encoding, percent(results[0].reference_top1)]
+            rows.append([str(window), job.encoding, _window_text(job.surrogate_margin),
+                         percent(results[0].reference_top1)]
                         + [percent(final_top1(r)) for r in results])
     return markdown_table(header, rows)
+
+
+def _windows_text(config: Config) -> str:
+    if config.surrogate_margin is not None:
+        return f"straight-through window {_window_text(config.surrogate_margin)} at every T"
+    return (f"straight-through window {_window_text(resolve_surrogate_margin(1, None))} at "
+            f"T = 1 and {_window_text(resolve_surrogate_margin(2, None))} otherwise (the "
+            "pipeline's default, chosen by [t1-recipe-sweep.md](t1-recipe-sweep.md))")
+
+
+def _window_text(margin: float) -> str:
+    if margin == PAPER_SURROGATE_MARGIN:
+        return "[0, m] (paper)"
+    return f"[−{margin:g}/L, m + {margin:g}/L]"
 
 
 def _best(report: Report, names: tuple[str, ...]) -> tuple[str, float]:
@@ -323,6 +362,7 @@ def render(config: Config, ann: TrainedANN, twin_top1: float, jobs: list[Job],
         f"- CQ fine-tuning per T (inside the pipeline, shared by cq-asg / cq-if / cq-ctt): "
         f"{options.finetune_epochs} epochs {options.optimizer} lr {options.learning_rate} × "
         f"{options.lr_decay} per epoch, augmentation {'on' if options.augment else 'off'}, "
+        f"{_windows_text(config)}, "
         f"m = {config.clamp_max_t1} at T = 1 and m ≈ {config.clamp_max} otherwise "
         "(L = round(T/m), then m = T/L exactly), VR input coding; CTT with "
         f"η = {options.ctt_eta} over {options.ctt_batches} training batches.",
@@ -349,10 +389,13 @@ def render(config: Config, ann: TrainedANN, twin_top1: float, jobs: list[Job],
         "",
         *same_budget_lines(config, ann, twin_top1, jobs),
         "",
-        "## Ablation: input encoding and CTT",
+        "## Ablation: input encoding, straight-through window and CTT",
         "",
-        "Each row is one pipeline job (its own CQ fine-tuning with that encoding). `cq-if` vs "
-        "`cq-ctt` is the with/without-CTT comparison; at T = 1 ASG and IF coincide.",
+        "Each row is one pipeline job (its own CQ fine-tuning with that encoding and window). "
+        "`cq-if` vs `cq-ctt` is the with/without-CTT comparison; at T = 1 ASG and IF "
+        "coincide. At each T one more job fine-tunes with the straight-through window the "
+        "main table did not use (`CQOptions.surrogate_margin`); the forward pass, and so the "
+        "conversion, is the same for both.",
         "",
         ablation_table(config, jobs),
         "",

@@ -11,6 +11,7 @@ import pytest
 
 from benchmarks import cifar10_reproduction as cifar
 from benchmarks import paper_reproduction as paper
+from benchmarks import t1_recipe_sweep as sweep
 
 
 def test_paper_defaults_follow_the_issue():
@@ -31,6 +32,31 @@ def test_paper_quick_and_overrides():
     assert config.ablation_timesteps == []
     plain_quick = paper.make_config(paper.parse_args(["--quick"]), "cmd")
     assert config.recipe().key() != plain_quick.recipe().key()  # cached weights never mix
+
+
+def test_paper_plan_ablates_the_straight_through_window_the_run_did_not_use():
+    config = paper.make_config(paper.parse_args([]), "cmd")
+    steps = paper.plan(config)
+    # defaults: k = 1 at T = 1 and the paper's k = 0 at T = 2, so the ablation flips each
+    assert [(s.window, s.surrogate_margin) for s in steps if s.surrogate_margin is not None] \
+        == [(1, 0.0), (2, 1.0)]
+    assert {(s.window, s.encoding) for s in steps} >= {(t, "vr") for t in (1, 2, 4, 8)}
+    paper_window = paper.make_config(paper.parse_args(["--surrogate-margin", "0"]), "cmd")
+    assert [s.surrogate_margin for s in paper.plan(paper_window)
+            if s.surrogate_margin is not None] == [1.0, 1.0]
+
+
+def test_sweep_shares_the_base_ann_with_the_paper_script():
+    for argv, recipe in (([], sweep.MNIST_RECIPE), (["--quick"], sweep.DIGITS_RECIPE)):
+        assert paper.make_config(paper.parse_args(argv), "cmd").recipe() == recipe
+
+
+def test_sweep_grid_pairs_every_budget_with_its_relu_twin():
+    trials = sweep.trials(sweep.parse_args(["--epochs", "2", "5", "--margins", "0", "1",
+                                            "--seeds", "0", "1"]))
+    assert len(trials) == 2 * 2 * 3  # seeds × epochs × (twin + two margins)
+    twins = [t for t in trials if t.margin is None]
+    assert sorted((t.seed, t.epochs) for t in twins) == [(0, 2), (0, 5), (1, 2), (1, 5)]
 
 
 @pytest.mark.parametrize("argv", [["--epochs", "0"], ["--timesteps", "0"],
@@ -80,10 +106,25 @@ def test_paper_quick_run_writes_the_report(tmp_path):
     assert paper.main(["--quick", "--out", str(out), "--cache-dir", str(tmp_path / "c")]) == 0
     text = out.read_text()
     for needle in ("| `cq-asg` |", "| `half-threshold` |", "## Verdict per T", "T = 2",
-                   "98.73", "| 1 | vr-ice |", "python -m benchmarks.paper_reproduction --quick"):
+                   "98.73", "| 1 | vr-ice |", "python -m benchmarks.paper_reproduction --quick",
+                   "| 1 | vr | [0, m] (paper) |", "| 1 | vr | [−1/L, m + 1/L] |"):
         assert needle in text
     assert (tmp_path / "docs" / "paper.svg").read_text().startswith("<?xml")
     assert len(list((tmp_path / "c").glob("*.safetensors"))) == 1
+
+
+@pytest.mark.slow
+def test_sweep_quick_run_writes_one_row_per_recipe(tmp_path):
+    out = tmp_path / "sweep.md"
+    argv = ["--quick", "--epochs", "1", "--margins", "0", "1", "--seeds", "0", "--out",
+            str(out), "--cache-dir", str(tmp_path / "c")]
+    assert sweep.main(argv) == 0
+    text = out.read_text()
+    for needle in ("| 1 | on | 0.001 | ReLU twin |", "| 1 | on | 0.001 | cq-asg, k = 0 |",
+                   "| 1 | on | 0.001 | cq-asg, k = 1 |", "mlp-digits on digits"):
+        assert needle in text
+    scores = [float(line.split("|")[5]) for line in text.splitlines() if "| on |" in line]
+    assert len(scores) == 3 and all(10 < score <= 100 for score in scores)
 
 
 @pytest.mark.slow
