@@ -283,26 +283,39 @@ def verdicts(config: Config, jobs: list[Job]) -> list[str]:
 
 def same_budget_lines(config: Config, ann: TrainedANN, twin_top1: float,
                       jobs: list[Job]) -> list[str]:
-    """The issue's criterion, judged against the stronger of the two ReLU references."""
+    """The issue's criterion: cq-asg at T = 1 within 1 pp of the same-budget ReLU network.
+
+    The base ANN (fewer epochs) is reported beside it with its own gap, so a reader can
+    apply the stricter reading too.
+    """
     job = _job(jobs, 1, MAIN_ENCODING)
     if job is None:
         return ["- T = 1 was not part of this run."]
     result = method(job.report, "cq-asg")
     snn = final_top1(result)
-    reference = max(ann.test_top1, twin_top1)
-    gap = 100 * (reference - snn)
-    verdict = "yes" if gap <= SAME_BUDGET_TOLERANCE_PP else "no"
+    twin_gap, base_gap = _gap_pp(twin_top1, snn), _gap_pp(ann.test_top1, snn)
     return [
         f"- full-precision ReLU ANN, {ann.recipe.epochs} epochs: **{percent(ann.test_top1)} %**",
         f"- the same ReLU ANN trained {config.finetune_epochs} more epochs exactly as the CQ "
         f"fine-tuning trains (same total budget as the CQ network): **{percent(twin_top1)} %**",
         f"- `cq-asg` SNN at T = 1 ({_m_and_l(result.parameters)}, {config.finetune_epochs} "
         f"CQ epochs): **{percent(snn)} %** (its CQ ANN: {percent(result.reference_top1)} %)",
-        f"- gap to the stronger ReLU network: {gap:+.2f} pp → within "
-        f"{SAME_BUDGET_TOLERANCE_PP} pp: **{verdict}** (gap to the same-budget twin: "
-        f"{100 * (twin_top1 - snn):+.2f} pp; to the base ANN: "
-        f"{100 * (ann.test_top1 - snn):+.2f} pp)",
+        f"- gap to the same-budget ReLU network: {twin_gap:+.2f} pp → within "
+        f"{SAME_BUDGET_TOLERANCE_PP} pp: **{_yes(twin_gap)}**; gap to the base ANN: "
+        f"{base_gap:+.2f} pp → within {SAME_BUDGET_TOLERANCE_PP} pp: **{_yes(base_gap)}**",
+        f"- one seed on {job.report.dataset.eval_samples:,} test images moves by a few tenths "
+        "of a point; [t1-recipe-sweep.md](t1-recipe-sweep.md) repeats the T = 1 recipe over "
+        "three seeds",
     ]
+
+
+def _gap_pp(reference: float, snn: float) -> float:
+    """reference − snn in percentage points, rounded so float noise cannot flip a verdict."""
+    return round(100 * (reference - snn), 6)
+
+
+def _yes(gap_pp: float) -> str:
+    return "yes" if gap_pp <= SAME_BUDGET_TOLERANCE_PP else "no"
 
 
 def write_plot(config: Config, jobs: list[Job], path: Path) -> None:
