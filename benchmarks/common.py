@@ -55,6 +55,12 @@ class Recipe(BaseModel):
                 f"augmentation: {augment}, seed {self.seed}")
 
 
+# The base ANNs of the MNIST benchmarks: the default run and the --quick smoke run on digits
+# (shifts of ±2 px mean nothing on 8×8 digits).  Shared, so the scripts share cached weights.
+MNIST_BASE = Recipe(arch="mnist-7conv", dataset="mnist-5k", epochs=6, lr=1e-3)
+DIGITS_BASE = Recipe(arch="mlp-digits", dataset="digits", epochs=20, lr=3e-3, augment=False)
+
+
 class TrainedANN(BaseModel):
     """A trained ReLU network on disk and what its training measured."""
 

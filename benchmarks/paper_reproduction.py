@@ -21,6 +21,8 @@ from pydantic import BaseModel
 
 from benchmarks.common import (
     DEFAULT_CACHE,
+    DIGITS_BASE,
+    MNIST_BASE,
     Recipe,
     TrainedANN,
     final_top1,
@@ -130,19 +132,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def make_config(args: argparse.Namespace, command: str) -> Config:
     quick = args.quick
+    base = DIGITS_BASE if quick else MNIST_BASE
     return Config(
-        arch="mlp-digits" if quick else "mnist-7conv",
-        dataset="digits" if quick else "mnist-5k",
+        arch=base.arch,
+        dataset=base.dataset,
         timesteps=args.timesteps or ([1, 2] if quick else [1, 2, 4, 8]),
         ablation_timesteps=(args.ablation_timesteps if args.ablation_timesteps is not None
                             else [1] if quick else [1, 2]),
-        base_epochs=args.epochs or (20 if quick else 6),
-        base_lr=3e-3 if quick else 1e-3,
+        base_epochs=args.epochs or base.epochs,
+        base_lr=base.lr,
         finetune_epochs=args.finetune_epochs or (1 if quick else 30),
         finetune_lr=1e-3,
         finetune_lr_decay=args.finetune_lr_decay,
         surrogate_margin=args.surrogate_margin,
-        augment=not quick,  # shifts of ±2 px mean nothing on 8×8 digits
+        augment=base.augment,
         clamp_max=args.clamp_max,
         clamp_max_t1=args.clamp_max_t1,
         seed=args.seed,

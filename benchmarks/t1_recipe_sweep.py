@@ -24,7 +24,8 @@ from pydantic import BaseModel
 
 from benchmarks.common import (
     DEFAULT_CACHE,
-    Recipe,
+    DIGITS_BASE,
+    MNIST_BASE,
     TrainedANN,
     final_top1,
     log,
@@ -40,9 +41,6 @@ from core.report import atomic_write_bytes
 from core.spec import CQOptions, JobSpec
 
 WINDOW, CLAMP_MAX = 1, 0.25
-# the base ANNs of benchmarks/paper_reproduction (default and --quick), so caches are shared
-MNIST_RECIPE = Recipe(arch="mnist-7conv", dataset="mnist-5k", epochs=6, lr=1e-3)
-DIGITS_RECIPE = Recipe(arch="mlp-digits", dataset="digits", epochs=20, lr=3e-3, augment=False)
 
 
 class Trial(BaseModel):
@@ -166,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     shown = " ".join(argv if argv is not None else sys.argv[1:])
     began = time.perf_counter()
-    recipe = DIGITS_RECIPE if args.quick else MNIST_RECIPE
+    recipe = DIGITS_BASE if args.quick else MNIST_BASE
     ann = train_base_ann(recipe, load_dataset(recipe.dataset, None), args.cache_dir,
                          device=args.device)
     todo = trials(args)

@@ -12,6 +12,7 @@ import pytest
 from benchmarks import cifar10_reproduction as cifar
 from benchmarks import paper_reproduction as paper
 from benchmarks import t1_recipe_sweep as sweep
+from benchmarks.common import DIGITS_BASE, MNIST_BASE
 
 
 def test_paper_defaults_follow_the_issue():
@@ -46,9 +47,10 @@ def test_paper_plan_ablates_the_straight_through_window_the_run_did_not_use():
             if s.surrogate_margin is not None] == [1.0, 1.0]
 
 
-def test_sweep_shares_the_base_ann_with_the_paper_script():
-    for argv, recipe in (([], sweep.MNIST_RECIPE), (["--quick"], sweep.DIGITS_RECIPE)):
+def test_paper_script_trains_the_shared_base_recipes_unless_overridden():
+    for argv, recipe in (([], MNIST_BASE), (["--quick"], DIGITS_BASE)):
         assert paper.make_config(paper.parse_args(argv), "cmd").recipe() == recipe
+    assert paper.make_config(paper.parse_args(["--epochs", "2"]), "cmd").recipe() != MNIST_BASE
 
 
 def test_sweep_grid_pairs_every_budget_with_its_relu_twin():
