@@ -174,10 +174,9 @@ def run_all(config: Config, cache_dir: Path, reuse: bool) -> tuple[TrainedANN, f
     jobs = []
     for step in plan(config):
         began = time.perf_counter()
-        spec = job_spec(config, ann, step)
-        margin = resolve_surrogate_margin(step.window, spec.cq.surrogate_margin)
-        report = run_job(spec, f"T={step.window} {step.encoding} k={margin:g}")
-        jobs.append(Job(window=step.window, encoding=step.encoding, surrogate_margin=margin,
+        report = run_job(job_spec(config, ann, step), step.label())
+        used = method(report, "cq-asg").parameters["finetune"]["surrogate_margin"]
+        jobs.append(Job(window=step.window, encoding=step.encoding, surrogate_margin=used,
                         report=report, seconds=time.perf_counter() - began))
     return ann, twin_top1, jobs
 
@@ -187,6 +186,10 @@ class PlanStep(BaseModel):
     encoding: str
     methods: tuple[str, ...]
     surrogate_margin: float | None = None  # None: the run's own margin
+
+    def label(self) -> str:
+        override = "" if self.surrogate_margin is None else f" k={self.surrogate_margin:g}"
+        return f"T={self.window} {self.encoding}{override}"
 
 
 def plan(config: Config) -> list[PlanStep]:
