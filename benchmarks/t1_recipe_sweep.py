@@ -40,7 +40,7 @@ from core.pipeline import run
 from core.report import atomic_write_bytes
 from core.spec import CQOptions, JobSpec
 
-WINDOW, CLAMP_MAX = 1, 0.25
+WINDOW, CLAMP_MAX, LR_DECAY = 1, 0.25, 0.9
 
 
 class Trial(BaseModel):
@@ -61,7 +61,7 @@ class Outcome(BaseModel):
 
 def cq_options(trial: Trial) -> CQOptions:
     return CQOptions(clamp_max=CLAMP_MAX, encoding="vr", finetune_epochs=trial.epochs,
-                     learning_rate=trial.learning_rate, lr_decay=0.9, augment=trial.augment,
+                     learning_rate=trial.learning_rate, lr_decay=LR_DECAY, augment=trial.augment,
                      surrogate_margin=trial.margin or 0.0)
 
 
@@ -106,9 +106,12 @@ def table(outcomes: list[Outcome]) -> str:
         t = outcome.trial
         groups.setdefault((t.epochs, t.augment, t.learning_rate, t.margin), []).append(outcome)
     rows = []
-    for (epochs, augment, lr, margin), group in sorted(
-            groups.items(), key=lambda item: (*item[0][:3], -1 if item[0][3] is None
-                                              else item[0][3])):
+    def twin_first(key: tuple) -> tuple:
+        *recipe, margin = key
+        return (*recipe, -1 if margin is None else margin)
+
+    for (epochs, augment, lr, margin), group in sorted(groups.items(),
+                                                        key=lambda item: twin_first(item[0])):
         scores = [100 * o.top1 for o in sorted(group, key=lambda o: o.trial.seed)]
         network = "ReLU twin" if margin is None else f"cq-asg, k = {margin:g}"
         rows.append([str(epochs), "on" if augment else "off", f"{lr:g}", network,
@@ -128,8 +131,10 @@ def render(ann: TrainedANN, outcomes: list[Outcome], seconds: float, command: st
         f"    {command}",
         "",
         f"Base ANN: {ann.recipe.describe()}; test top-1 {100 * ann.test_top1:.2f} %. "
-        "Every recipe fine-tunes that ANN with CQ (L = 4, m = 0.25, VR input, Adam, "
-        "lr × 0.9 per epoch, batch 100) and converts it with `cq-asg` at T = 1, which equals "
+        f"Every recipe fine-tunes that ANN with CQ (L = {round(WINDOW / CLAMP_MAX)}, "
+        f"m = {CLAMP_MAX}, VR input, Adam, lr × {LR_DECAY} per epoch, batch "
+        f"{JobSpec.model_fields['batch_size'].default}) and converts it with `cq-asg` at "
+        f"T = {WINDOW}, which equals "
         "the CQ ANN exactly. *k* is the straight-through margin in levels: the gradient "
         "passes for −k/L ≤ z ≤ m + k/L; k = 0 is the paper's window [0, m]. The ReLU twin "
         "is the base ANN trained the same extra epochs in the same way (the same budget).",
