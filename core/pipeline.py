@@ -23,13 +23,15 @@ from core.errors import InvalidSpec
 from core.graph import canonicalize, preflight, require_convertible, trace
 from core.graph.modules import ChannelAffine
 from core.ingest import load_model
+from core.job_defaults import resolve as resolve_defaults
 from core.methods import ConversionContext, convert
 from core.preflight import PreflightReport
 from core.progress import ProgressCallback, ProgressEvent, ignore_progress
-from core.report import AnnResult, DatasetInfo, Report
+from core.report import AnnResult, DatasetInfo, ModelInfo, Report
 from core.simulate import simulate, topk_correct
 from core.spec import JobSpec
 from core.train import export_onnx, export_safetensors
+from core.train.recognise import detect
 
 
 def resolve_device(name: str) -> torch.device:
@@ -110,7 +112,7 @@ class PreparedJob:
     ctx: ConversionContext
     dataset: Dataset
     evaluation: Split
-    model_format: str
+    model: ModelInfo
 
 
 def prepare(spec: JobSpec, stage_progress=lambda *_: None) -> PreparedJob:
@@ -123,14 +125,17 @@ def prepare(spec: JobSpec, stage_progress=lambda *_: None) -> PreparedJob:
     source = trace(with_normalisation(loaded.module, spec.mean, spec.std))
     ann = canonicalize(source)
     require_convertible(preflight(ann, fmt=loaded.format, input_shape=dataset.input_shape))
+    found = detect(ann)
+    spec, defaults = resolve_defaults(spec, found)
     ctx = ConversionContext(ann=ann.to(device), trainable=source.to(device), spec=spec,
                             device=device, sample_shape=dataset.input_shape,
                             train_x=dataset.train.x, train_y=dataset.train.y,
                             calib_x=take(dataset.train, spec.calib_samples).x,
-                            progress=stage_progress)
+                            progress=stage_progress, detection=found)
     return PreparedJob(ctx=ctx, dataset=dataset,
                        evaluation=take(dataset.test, spec.eval_samples),
-                       model_format=loaded.format)
+                       model=ModelInfo(format=loaded.format, detected=found.describe(),
+                                       defaults=defaults))
 
 
 def _ann_result(ann: fx.GraphModule, evaluation: Split, batch_size: int,
@@ -171,6 +176,7 @@ def run(spec: JobSpec, progress: ProgressCallback = ignore_progress,
     stages.emit("load", 0.0, "loading model and dataset")
     job = prepare(spec, lambda stage, f, msg: stages.emit(stage, f, msg))
     ctx, dataset, evaluation, device = job.ctx, job.dataset, job.evaluation, job.ctx.device
+    spec = ctx.spec
     stages.emit("load", 1.0, "evaluating the ANN")
     ann_result = _ann_result(ctx.ann, evaluation, spec.batch_size, dataset.input_shape)
     results = []
@@ -193,7 +199,7 @@ def run(spec: JobSpec, progress: ProgressCallback = ignore_progress,
                             calib_samples=len(ctx.calib_x),
                             input_shape=list(dataset.input_shape),
                             num_classes=dataset.num_classes),
-        device=str(device), ann=ann_result, methods=results,
+        device=str(device), model=job.model, ann=ann_result, methods=results,
         energy_model=energy_model(analog), versions=_versions(), artifacts=artifacts,
         seconds=time.perf_counter() - began,
     )

@@ -84,12 +84,23 @@ class DatasetInfo(BaseModel):
     num_classes: int
 
 
+class ModelInfo(BaseModel):
+    """What the uploaded model turned out to be, and the defaults that followed from it."""
+
+    format: str
+    detected: dict = Field(default_factory=dict,
+                           description="whether the graph is CQ-trained, its L, m, T, coding")
+    defaults: dict[str, str] = Field(default_factory=dict,
+                                     description="option → why it has the value it has")
+
+
 class Report(BaseModel):
     snnconv_version: str
     created_at: datetime
     spec: dict
     dataset: DatasetInfo
     device: str
+    model: ModelInfo | None = None
     ann: AnnResult
     methods: list[MethodResult]
     energy_model: EnergyModel

@@ -27,12 +27,15 @@ class CQOptions(BaseModel):
     clamp_max: float | None = Field(
         None, gt=0, le=64, description="m = T/L, the clamp maximum; default 0.25 at T=1, else 0.8"
     )
-    encoding: Literal["direct", "vr", "vr-ice"] = "vr"
+    encoding: Literal["direct", "vr", "vr-ice"] | None = Field(
+        None, description="input coding; None: the coding a CQ-trained upload was trained with "
+                          "(direct unless VR/ICE is found at its input), else vr")
     ice_grids: int = Field(3, ge=1, le=7, description="ICE grids around L: L-k..L+k (odd count)")
     ice_copies: int = Field(1, ge=1, le=4, description="how often the ICE grids are repeated")
-    finetune_epochs: int = Field(
-        2, ge=0, le=500, description="0: the uploaded model is already CQ-trained"
-    )
+    finetune_epochs: int | None = Field(
+        None, ge=0, le=500,
+        description="None: 0 for an upload that is already CQ-trained, else 2; 0 needs a "
+                    "CQ-trained upload")
     learning_rate: float = Field(1e-3, gt=0, le=10)
     surrogate_margin: float | None = Field(
         None, ge=0, le=16,
@@ -43,6 +46,9 @@ class CQOptions(BaseModel):
     augment: bool = False
     keep_batchnorm: bool | None = Field(
         None, description="fine-tune with BatchNorm unfolded; None: only at T = 1 (see docs)")
+    fit_scale: bool = Field(
+        True, description="before fine-tuning, rescale each ReLU layer (function unchanged) "
+                          "so its 99.9th-percentile activation sits at m (see docs/methods.md)")
     ctt_eta: float = Field(0.01, gt=0, le=10, description="CTT step size eta")
     ctt_batches: int = Field(20, ge=1, le=100_000)
 
@@ -57,7 +63,10 @@ class JobSpec(BaseModel):
     dataset: str = "mnist-5k"
     data_dir: Path | None = None
     methods: list[MethodName] = Field(default_factory=lambda: ["robust-norm"], min_length=1)
-    timesteps: int = Field(32, ge=1, le=4096, description="T_max: one run reports every t <= T")
+    timesteps: int | None = Field(
+        None, ge=1, le=4096,
+        description="T_max: one run reports every t <= T; None: m·L of a CQ-trained upload, "
+                    "else 32")
     batch_size: int = Field(100, ge=1, le=4096)
     calib_samples: int = Field(1000, ge=1)
     eval_samples: int | None = Field(None, ge=1, description="None: the whole test split")

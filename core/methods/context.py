@@ -10,6 +10,7 @@ import torch
 from torch import fx
 
 from core.spec import JobSpec
+from core.train.recognise import CQDetection
 
 StageProgress = Callable[[str, float, str], None]
 
@@ -23,7 +24,8 @@ class ConversionContext:
     clamp at m needs (the paper fine-tunes with BN, then folds it).
     ``train_x``/``train_y`` is the training split (fine-tuning, CTT); ``calib_x`` its first
     ``calib_samples`` images.  Images are float32 NCHW in [0, 1]; normalisation, if any, is
-    already the first layer of ``ann``.
+    already the first layer of ``ann``.  ``detection`` says whether the upload is already
+    CQ-trained (its L, m and input coding); ``spec`` has its automatic defaults resolved.
     """
 
     ann: fx.GraphModule
@@ -35,6 +37,7 @@ class ConversionContext:
     train_y: np.ndarray
     calib_x: np.ndarray
     progress: StageProgress
+    detection: CQDetection = field(default_factory=CQDetection)
     cache: dict = field(default_factory=dict)
 
     def calibration_batches(self) -> Iterator[torch.Tensor]:

@@ -9,16 +9,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import fx
+from torch import fx, nn
 
 from core.datasets import Split
 from core.errors import InvalidSpec
 from core.graph import patterns as P
 from core.graph.analysis import is_activation, is_cq
-from core.graph.canonicalize import canonicalize, trace
+from core.graph.canonicalize import (
+    canonicalize,
+    recognise_activations,
+    recognise_cq,
+    strip_output_softmax,
+    trace,
+)
 from core.graph.spiking import strip_leading_module
 from core.methods.context import ConversionContext
 from core.train import ICEExpand, VREncode, fit, to_cq, with_input_coding
+from core.train.batchnorm import with_fresh_batchnorm
+from core.train.clamp_fit import scale_to_clamp
+from core.train.recognise import split_input_coding
 
 CODING_TYPES = (VREncode, ICEExpand)
 
@@ -61,18 +70,6 @@ def resolve_levels(window: int, clamp_max: float | None, levels: int | None) -> 
     return window / levels, levels
 
 
-def _uploaded_cq_levels(gm: fx.GraphModule) -> tuple[float, int] | None:
-    """(m, L) of a model whose activations are all CQ with one (m, L), else None."""
-    activations = [gm.get_submodule(str(n.target)) for n in gm.graph.nodes
-                   if is_activation(P.module_of(gm, n))]
-    if not activations or not all(is_cq(a) for a in activations):
-        return None
-    settings = {(a.clamp_max, a.levels) for a in activations}
-    if len(settings) != 1:
-        raise InvalidSpec(f"CQ activations disagree on (m, L): {sorted(settings)}")
-    return settings.pop()
-
-
 def _coding(encoding: str, m: float, levels: int, ctx: ConversionContext):
     if encoding == "direct":
         return None
@@ -84,28 +81,37 @@ def _coding(encoding: str, m: float, levels: int, ctx: ConversionContext):
 
 
 def build_cq_network(ctx: ConversionContext) -> CQNetwork:
-    """Reuse an uploaded CQ model (fine-tuning epochs 0) or fine-tune the ANN with CQ."""
+    """The CQ ANN the paper's methods convert: the upload itself when it is already CQ-trained
+    and fine-tuning is off, else the upload fine-tuned with CQ (at its own L and m if it is CQ).
+
+    ``ctx.spec`` has its defaults resolved (core.job_defaults); ``ctx.detection`` says what
+    the upload is.
+    """
     if "cq" in ctx.cache:
         return ctx.cache["cq"]
-    options = ctx.spec.cq
-    uploaded = _uploaded_cq_levels(ctx.ann)
-    if options.finetune_epochs == 0:
-        if uploaded is None:
-            raise InvalidSpec("finetune_epochs = 0 needs a CQ-trained model (clamp → ×L → floor "
-                              "→ ÷L after every layer); give epochs ≥ 1 to fine-tune this one")
-        m, levels = uploaded
-        window = round(m * levels)
-        model, margin = trace(ctx.ann), None
+    options, found = ctx.spec.cq, ctx.detection
+    if found.is_cq:
+        window, m, levels = found.window, found.clamp_max, found.levels
     else:
         window = ctx.spec.timesteps
         m, levels = resolve_levels(window, options.clamp_max, options.levels)
-        margin = resolve_surrogate_margin(window, options.surrogate_margin)
-        model = to_cq(_finetune_start(ctx, window), m, levels, surrogate_margin=margin)
+    margin = resolve_surrogate_margin(window, options.surrogate_margin)
+    tuning = options.finetune_epochs > 0
+    body = _finetune_start(ctx, window) if tuning else ctx.ann
+    body, _ = split_input_coding(body, found)
+    if not tuning:
+        model = trace(body)
+    elif found.is_cq:
+        model = _with_margin(body, margin)
+    else:
+        if options.fit_scale:
+            body, _ = scale_to_clamp(body, m, levels, ctx.calibration_batches)
+        model = to_cq(body, m, levels, surrogate_margin=margin)
     coding = _coding(options.encoding, m, levels, ctx)
     if coding is not None:
         model = with_input_coding(model, coding)
-    finetune = ({"epochs": 0, "source": "uploaded CQ model"} if options.finetune_epochs == 0
-                else _finetune(ctx, model, margin))
+    finetune = _finetune(ctx, model, margin) if tuning else {
+        "epochs": 0, "source": "uploaded CQ model, converted as it is"}
     model = canonicalize(model).to(ctx.device).eval()
     body, stripped = strip_leading_module(model, CODING_TYPES)
     network = CQNetwork(model=model, body=body, coding=stripped, clamp_max=m, levels=levels,
@@ -114,18 +120,47 @@ def build_cq_network(ctx: ConversionContext) -> CQNetwork:
     return network
 
 
+def _with_margin(model: fx.GraphModule, margin: float) -> fx.GraphModule:
+    """A copy whose CQ activations use the straight-through window of this job."""
+    model = trace(model)
+    for module in model.modules():
+        if is_cq(module):
+            module.surrogate_margin = margin
+    return model
+
+
 def _finetune_start(ctx: ConversionContext, window: int) -> fx.GraphModule:
-    """The network fine-tuning starts from: with BatchNorm unfolded, or folded.
+    """The network fine-tuning starts from: with BatchNorm, or with BN folded.
 
     Measured on mnist-7conv (docs/paper-reproduction.md): at T = 1 (m = 0.25) the folded
     network cannot learn the narrow clamp (chance accuracy) while BN re-learns each layer's
     scale; at T ≥ 2 both give the same CQ ANN, but re-trained BN statistics make the plain
     IF network (cq-if, cq-ctt) far less faithful, so the folded network is the default there.
+    With BN, the upload's own BN layers are kept and every conv/linear that has none (an
+    ONNX export folds them all) gets a fresh one that leaves the function unchanged.
     """
     keep = ctx.spec.cq.keep_batchnorm
     if keep is None:
         keep = window == 1
-    return ctx.trainable if keep else ctx.ann
+    if not keep:
+        return ctx.ann
+    unfolded = recognise_cq(recognise_activations(strip_output_softmax(ctx.trainable)))
+    return with_fresh_batchnorm(unfolded, ctx.calibration_batches())
+
+
+def _batchnorm_source(model: fx.GraphModule, ctx: ConversionContext) -> str:
+    """How the fine-tuned network got its BatchNorm layers, for the report."""
+    def count(module) -> int:
+        return sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
+
+    total, uploaded = count(model), count(ctx.trainable)
+    if total == 0:
+        return "folded"
+    if uploaded == 0:
+        return f"{total} fresh, identity-initialised (the upload had its BN folded)"
+    if total > uploaded:
+        return f"{uploaded} kept from the upload, {total - uploaded} fresh"
+    return "kept from the upload"
 
 
 def _finetune(ctx: ConversionContext, model: fx.GraphModule, margin: float) -> dict:
@@ -140,8 +175,7 @@ def _finetune(ctx: ConversionContext, model: fx.GraphModule, margin: float) -> d
                  augment=options.augment, seed=ctx.spec.seed, device=ctx.device,
                  progress=report)
     return {"epochs": options.finetune_epochs, "source": "fine-tuned from the uploaded ANN",
-            "batchnorm": "kept" if any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
-                                       for m in model.modules()) else "folded",
+            "batchnorm": _batchnorm_source(model, ctx),
             "optimizer": options.optimizer, "learning_rate": options.learning_rate,
             "lr_decay": options.lr_decay,
             "surrogate_margin": margin,
@@ -151,7 +185,7 @@ def _finetune(ctx: ConversionContext, model: fx.GraphModule, margin: float) -> d
 
 def cq_parameters(cq: CQNetwork, ctx: ConversionContext) -> dict:
     return {"T": cq.window, "L": cq.levels, "m": cq.clamp_max, "encoding": ctx.spec.cq.encoding,
-            "finetune": cq.finetune}
+            "finetune": cq.finetune, "detected": ctx.detection.describe()}
 
 
 def spiking_depth(gm: fx.GraphModule) -> int:

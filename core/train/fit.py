@@ -177,6 +177,7 @@ def _train(
     input_transform: nn.Module | None,
 ) -> FitResult:
     model.to(device)
+    model.requires_grad_(True)  # imported weights arrive frozen, for inference only
     transform = input_transform.to(device) if input_transform is not None else nn.Identity()
     optimizer = _optimizer(optimizer_name, model.parameters(), lr)
     schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=lr_decay)

@@ -18,8 +18,6 @@ from core.train.cq import CQActivation
 
 _AVG_POOL_MODULES = (nn.AvgPool2d, nn.AdaptiveAvgPool2d)
 _AVG_POOL_FUNCTIONS = {F.avg_pool2d, F.adaptive_avg_pool2d}
-_WEIGHTED_MODULES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
-_WEIGHTED_FUNCTIONS = {F.conv1d, F.conv2d, F.conv3d, F.linear}
 
 
 def _is_avg_pool(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
@@ -28,20 +26,20 @@ def _is_avg_pool(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
     return node.op == "call_function" and node.target in _AVG_POOL_FUNCTIONS
 
 
-def _is_weighted(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
-    if node.op == "call_module":
-        return isinstance(modules[node.target], _WEIGHTED_MODULES)
-    return node.op == "call_function" and node.target in _WEIGHTED_FUNCTIONS
-
-
 def is_cq_node(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
     """True when ``node`` applies a CQActivation module."""
     return node.op == "call_module" and isinstance(modules.get(node.target), CQActivation)
 
 
-def _feeds_weighted_layer(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
-    """Whether any conv/linear lies downstream of ``node`` (else it is part of the readout)."""
-    return reaches(node, hit=lambda current: _is_weighted(current, modules))
+def _feeds_spiking_layer(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    """Whether a spiking layer (an activation) lies downstream of ``node``.
+
+    A pool from which only linear layers lead to the output (global pooling → classifier) is
+    part of the readout: the output layer integrates its current without spiking, so it is
+    not quantised.  Quantising it would at T = 1 turn every global average below m into 0.
+    """
+    return reaches(node, hit=lambda current: current.op == "call_module"
+                   and isinstance(modules.get(current.target), CQActivation | ClampedReLU))
 
 
 def _fresh_name(graph_module: fx.GraphModule, stem: str) -> str:
@@ -124,7 +122,7 @@ def _quantise_pools(graph_module: fx.GraphModule, make_cq: Callable[[], CQActiva
         users = list(node.users)
         if users and all(is_cq_node(user, modules) for user in users):
             continue
-        if not _feeds_weighted_layer(node, modules):
+        if not _feeds_spiking_layer(node, modules):
             continue  # the readout stays linear
         activation = _insert_module_call(graph_module, make_cq(), "cq", node)
         for user in users:
@@ -143,10 +141,11 @@ def to_cq(
     """Return a new GraphModule with every ReLU replaced by CQActivation(m, L).
 
     ReLU modules and functions, ReLU6 and clamps/hardtanh with a lower bound of 0 all become
-    ``CQActivation(clamp_max, levels)``; every average pooling that feeds a further conv or
-    linear layer is followed by a CQActivation (unless one already follows), because a pooled
-    rate must again be one of the T + 1 spike counts.  With ``max_pool_to_avg`` (default) max
-    pooling becomes average pooling with the same kernel, stride and padding, as in the paper —
+    ``CQActivation(clamp_max, levels)``; every average pooling that feeds a further spiking
+    layer is followed by a CQActivation (unless one already follows), because the paper's
+    pooling layers spike, so a pooled rate must again be one of the T + 1 spike counts; a pool
+    in the readout (global pooling → classifier) stays linear.  With ``max_pool_to_avg``
+    (default) max pooling becomes average pooling with the same kernel, stride and padding, as in the paper —
     max pooling has no exact rate-coded counterpart.  The output layer stays linear.
     ``surrogate_margin`` widens the straight-through window (see CQActivation).
     ``model`` itself is deep-copied, never mutated.

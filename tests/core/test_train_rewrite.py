@@ -155,7 +155,7 @@ def test_converted_network_computes_cq_forward_against_numpy_oracle():
     hidden = _numpy_cq(conv)
     pooled = hidden.reshape(4, 3, 4, 2, 4, 2).mean(axis=(3, 5))
     weight, bias = model[4].weight.detach().numpy(), model[4].bias.detach().numpy()
-    expected = _numpy_cq(pooled).reshape(4, -1) @ weight.T + bias
+    expected = pooled.reshape(4, -1) @ weight.T + bias  # the readout's pool is not quantised
     with torch.no_grad():
         got = to_cq(model, M, L)(x).numpy()
     np.testing.assert_allclose(got, expected, atol=1e-5)
@@ -208,16 +208,16 @@ def test_functional_max_pools_become_quantised_average_pools():
     targets = [n.target for n in converted.graph.nodes if n.op == "call_function"]
     assert F.max_pool2d not in targets and F.adaptive_max_pool2d not in targets
     assert F.avg_pool2d in targets and F.adaptive_avg_pool2d in targets
-    assert len(_cq_nodes(converted)) == 4
+    assert len(_cq_nodes(converted)) == 3  # the global pool before the classifier stays linear
     x = torch.rand(2, 1, 8, 8)
     cq = CQActivation(M, L)
     with torch.no_grad():
         hidden = cq(F.avg_pool2d(cq(model.conv1(x)), 2, 2))
-        expected = model.fc(cq(cq(model.conv2(hidden)).mean((2, 3))))
+        expected = model.fc(cq(model.conv2(hidden)).mean((2, 3)))
         torch.testing.assert_close(converted(x), expected)
 
 
 def test_retracing_a_cq_model_keeps_cq_as_single_nodes():
     converted = to_cq(FunctionalPools(), M, L)
     retraced = trace(converted)
-    assert len(_cq_nodes(retraced)) == 4
+    assert len(_cq_nodes(retraced)) == 3
