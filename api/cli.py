@@ -108,30 +108,39 @@ def run_migrations(data_dir: Path | None = None) -> None:
     migrate(make_engine(get_settings().sqlalchemy_url))
 
 
+_DATA_DIR_HELP = ("uploads, results and the SQLite files (default: $SNNCONV_DATA_DIR, "
+                  "else .snnconv)")
+
+
 def add_service_commands(subparsers) -> None:
     """Add ``serve``, ``worker`` and ``migrate`` to an argparse subparsers object."""
     serve_parser = subparsers.add_parser(
         "serve", help="run the REST API (and, with no REDIS_URL, an embedded worker)")
-    serve_parser.add_argument("--host", default="127.0.0.1")
-    serve_parser.add_argument("--port", type=int, default=8000)
-    serve_parser.add_argument("--data-dir", type=Path, default=None,
-                              help="uploads, results and the SQLite files (SNNCONV_DATA_DIR)")
+    serve_parser.add_argument("--host", default="127.0.0.1",
+                              help="address to listen on (default: %(default)s)")
+    serve_parser.add_argument("--port", type=int, default=8000,
+                              help="port to listen on (default: %(default)s)")
+    serve_parser.add_argument("--data-dir", type=Path, default=None, help=_DATA_DIR_HELP)
     serve_parser.add_argument("--worker", dest="with_worker", action=argparse.BooleanOptionalAction,
                               default=None, help="start a worker (default: only without REDIS_URL)")
-    serve_parser.add_argument("--log-level", default="info")
+    serve_parser.add_argument("--log-level", default="info",
+                              help="uvicorn log level (default: %(default)s)")
     serve_parser.set_defaults(handler=lambda a: serve(
         a.host, a.port, with_worker=a.with_worker, data_dir=a.data_dir, loglevel=a.log_level))
 
     worker_parser = subparsers.add_parser("worker", help="run a Celery worker (queue: gpu)")
-    worker_parser.add_argument("--concurrency", type=int, default=None)
-    worker_parser.add_argument("--pool", default=None, help="prefork (default), solo, threads")
-    worker_parser.add_argument("--data-dir", type=Path, default=None)
-    worker_parser.add_argument("--log-level", default="INFO")
+    worker_parser.add_argument("--concurrency", type=int, default=None,
+                               help="jobs at once (default: $SNNCONV_WORKER_CONCURRENCY, else 1)")
+    worker_parser.add_argument("--pool", default=None,
+                               help="Celery pool: prefork, solo or threads (default: prefork)")
+    worker_parser.add_argument("--data-dir", type=Path, default=None, help=_DATA_DIR_HELP)
+    worker_parser.add_argument("--log-level", default="INFO",
+                               help="Celery log level (default: %(default)s)")
     worker_parser.set_defaults(handler=lambda a: run_worker(
         a.concurrency, a.log_level.upper(), a.pool, a.data_dir))
 
     migrate_parser = subparsers.add_parser("migrate", help="create/upgrade the job store schema")
-    migrate_parser.add_argument("--data-dir", type=Path, default=None)
+    migrate_parser.add_argument("--data-dir", type=Path, default=None, help=_DATA_DIR_HELP)
     migrate_parser.set_defaults(handler=lambda a: run_migrations(a.data_dir))
 
 

@@ -16,6 +16,7 @@ from core.errors import (
     ModelRejected,
     SnnconvError,
     UnsupportedModel,
+    one_line,
 )
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -34,6 +35,10 @@ class Problem(BaseModel):
     errors: list[dict[str, Any]] | None = Field(
         None, description="for validation problems: one entry per invalid field"
     )
+    stage: str | None = Field(
+        None, description="for a failed job: the pipeline stage it failed in "
+                          "(load | calibrate | finetune | convert | simulate | report)"
+    )
 
 
 class ProblemError(Exception):
@@ -49,14 +54,17 @@ def problem_type(code: str) -> str:
 
 
 def make_problem(status: int, code: str, title: str, detail: str, instance: str | None = None,
-                 errors: list[dict[str, Any]] | None = None) -> Problem:
+                 errors: list[dict[str, Any]] | None = None,
+                 stage: str | None = None) -> Problem:
     return Problem(type=problem_type(code), title=title, status=status, detail=detail,
-                   instance=instance, code=code, errors=errors)
+                   instance=instance, code=code, errors=errors, stage=stage)
 
 
-def problem_from_error(error: SnnconvError, instance: str | None = None) -> Problem:
-    """The problem document for a core error (also stored on a failed job)."""
-    return make_problem(status_for(error), error.code, error.title, str(error), instance)
+def problem_from_error(error: SnnconvError, instance: str | None = None,
+                       stage: str | None = None) -> Problem:
+    """The problem document for a core error (also stored on a failed job, with its stage)."""
+    return make_problem(status_for(error), error.code, error.title, one_line(error, 2000),
+                        instance, stage=stage)
 
 
 def status_for(error: SnnconvError) -> int:

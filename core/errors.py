@@ -57,3 +57,10 @@ class JobCancelled(SnnconvError):
 
     code = "job-cancelled"
     title = "Job cancelled"
+
+
+def one_line(message: object, limit: int = 500) -> str:
+    """``message`` on one line, at most ``limit`` characters: for a CLI error line or a
+    problem's ``detail``, where a multi-line message would read like a traceback."""
+    text = " ".join(str(message).split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"

@@ -15,7 +15,7 @@ from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from sqlalchemy.orm import sessionmaker
 
 from api import job_state, storage
-from api.problems import make_problem, problem_from_error
+from api.problems import Problem, make_problem, problem_from_error
 from api.schemas import build_spec
 from api.settings import Settings, get_settings
 from api.store import JobRecord, ModelRecord, engine_for, session_factory
@@ -27,6 +27,9 @@ if TYPE_CHECKING:
     from core.spec import JobSpec
 
 log = logging.getLogger(__name__)
+
+# A job that fails before its first progress event fails while loading (spec, model, data).
+FIRST_STAGE = "load"
 
 
 class JobProgress:
@@ -56,6 +59,26 @@ class JobProgress:
         if cancel:
             raise JobCancelled(f"job {self._job_id} was cancelled by the user")
 
+    @property
+    def stage(self) -> str:
+        """The last stage the job reached (a stage change is always written, so the row's
+        ``stage`` says the same)."""
+        return self._stage or FIRST_STAGE
+
+
+def failed_stage(stored: str | None) -> str:
+    """The stage a job failed in, from the stage its row last recorded."""
+    return stored if stored and stored != "queued" else FIRST_STAGE
+
+
+def unexpected_problem(error: BaseException, stage: str, instance: str) -> Problem:
+    """A 500 problem for a failure that is not the user's: it names the stage and the error's
+    type, not its message, which may hold server paths; the traceback goes to the log."""
+    return make_problem(
+        500, "internal-error", "Job failed unexpectedly",
+        f"the worker failed unexpectedly during {stage} ({type(error).__name__}); "
+        "the error is in the worker's log", instance, stage=stage)
+
 
 def job_spec(session, job: JobRecord, settings: Settings) -> JobSpec:
     """Rebuild the JobSpec of a stored job, with server-side paths filled in."""
@@ -77,11 +100,13 @@ def execute_job(job_id: str, settings: Settings, sessions: sessionmaker) -> str:
             job_state.mark_cancelled(session, job_id)
             return "cancelled"
         if decision is job_state.Claim.exhausted:
+            stage = failed_stage(session.get(JobRecord, job_id).stage)
             job_state.fail(session, job_id, make_problem(
                 500, "attempts-exhausted", "Job failed repeatedly",
                 f"the worker was lost more than {settings.max_attempts} times while running "
-                "this job (out of memory?); try fewer samples or a smaller batch_size",
-                f"/v1/jobs/{job_id}").model_dump(exclude_none=True))
+                f"this job, last during {stage} (out of memory?); try fewer samples or a "
+                "smaller batch_size", f"/v1/jobs/{job_id}", stage=stage
+            ).model_dump(exclude_none=True))
             return "failed"
         job = session.get(JobRecord, job_id)
     return _run(job, settings, sessions)
@@ -89,6 +114,7 @@ def execute_job(job_id: str, settings: Settings, sessions: sessionmaker) -> str:
 
 def _run(job: JobRecord, settings: Settings, sessions: sessionmaker) -> str:
     instance = f"/v1/jobs/{job.id}"
+    progress = JobProgress(sessions, job.id, settings.progress_interval_s)
     try:
         from core import pipeline  # imports torch: only ever inside the task
 
@@ -96,8 +122,7 @@ def _run(job: JobRecord, settings: Settings, sessions: sessionmaker) -> str:
             spec = job_spec(session, job, settings)
         results = storage.job_dir(settings.results_dir, job.id)
         results.mkdir(parents=True, exist_ok=True)
-        report = pipeline.run(spec, JobProgress(sessions, job.id, settings.progress_interval_s),
-                              artifacts_dir=results)
+        report = pipeline.run(spec, progress, artifacts_dir=results)
         from core.report import write_report_files
 
         write_report_files(report, results)
@@ -106,16 +131,16 @@ def _run(job: JobRecord, settings: Settings, sessions: sessionmaker) -> str:
             job_state.mark_cancelled(session, job.id)
         return "cancelled"
     except SnnconvError as error:
-        problem = problem_from_error(error, instance)
+        problem = problem_from_error(error, instance, stage=progress.stage)
     except SoftTimeLimitExceeded:
         problem = make_problem(
             500, "time-limit", "Job ran out of time",
-            f"the job ran longer than {settings.soft_time_limit_s} s; use fewer timesteps or "
-            "eval_samples, or raise SNNCONV_SOFT_TIME_LIMIT_S", instance)
+            f"the job ran longer than {settings.soft_time_limit_s} s (during {progress.stage}); "
+            "use fewer timesteps or eval_samples, or raise SNNCONV_SOFT_TIME_LIMIT_S", instance,
+            stage=progress.stage)
     except Exception as error:  # noqa: BLE001 - any other failure is recorded on the job
-        log.exception("job %s failed", job.id)
-        problem = make_problem(500, "internal-error", "Job failed unexpectedly",
-                               f"{type(error).__name__}: {error}", instance)
+        log.exception("job %s failed during %s", job.id, progress.stage)
+        problem = unexpected_problem(error, progress.stage, instance)
     else:
         with sessions() as session:
             job_state.succeed(session, job.id, {m.method: m.top1 for m in report.methods})
@@ -134,17 +159,25 @@ class JobTask(Task):
             return
         job_id = args[0]
         settings = get_settings()
-        if isinstance(exc, TimeLimitExceeded):
-            problem = make_problem(
-                500, "time-limit", "Job ran out of time",
-                f"the job was killed after {settings.hard_time_limit_s} s; use fewer timesteps "
-                "or eval_samples, or raise SNNCONV_HARD_TIME_LIMIT_S", f"/v1/jobs/{job_id}")
-        else:
-            problem = make_problem(500, "internal-error", "Job failed unexpectedly",
-                                   f"{type(exc).__name__}: {exc}", f"/v1/jobs/{job_id}")
         sessions = session_factory(engine_for(settings.sqlalchemy_url))
         with sessions() as session:
-            job_state.fail(session, job_id, problem.model_dump(exclude_none=True))
+            job = session.get(JobRecord, job_id)
+            stage = failed_stage(job.stage if job is not None else None)
+            job_state.fail(session, job_id, _escaped_problem(
+                exc, stage, settings, f"/v1/jobs/{job_id}").model_dump(exclude_none=True))
+
+
+def _escaped_problem(exc: BaseException, stage: str, settings: Settings,
+                     instance: str) -> Problem:
+    """The problem for a failure that escaped the task body (see JobTask.on_failure)."""
+    if isinstance(exc, TimeLimitExceeded):
+        return make_problem(
+            500, "time-limit", "Job ran out of time",
+            f"the job was killed after {settings.hard_time_limit_s} s (during {stage}); use "
+            "fewer timesteps or eval_samples, or raise SNNCONV_HARD_TIME_LIMIT_S", instance,
+            stage=stage)
+    log.error("job %s failed during %s", instance, stage, exc_info=exc)
+    return unexpected_problem(exc, stage, instance)
 
 
 @app.task(name=TASK_NAME, base=JobTask, ignore_result=True)
