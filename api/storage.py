@@ -1,25 +1,30 @@
 """Artifacts on disk: uploaded models and job results inside the data directory.
 
-Uploads are streamed to a hidden temporary file with a size cap and only renamed into place
-once pre-flight accepted them, so a refused upload leaves nothing behind.
+Uploads are streamed into a private hidden folder with a size cap and only renamed into place
+once pre-flight accepted them; the folder is removed whatever happens, so a refused upload
+leaves nothing behind.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from core.errors import ModelRejected
 
 CHUNK_BYTES = 1 << 20
 _SAFE_SUFFIX = re.compile(r"^\.[A-Za-z0-9]{1,16}$")
 MODEL_STEM = "model"
+STAGING_PREFIX = ".staging-"
+_NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
 
 
 @dataclass(frozen=True)
@@ -37,37 +42,99 @@ def safe_suffix(filename: str | None) -> str:
     return suffix if _SAFE_SUFFIX.match(suffix) else ""
 
 
+def upload_too_large(limit_bytes: int) -> ModelRejected:
+    return ModelRejected(
+        f"the upload exceeds the limit of {limit_bytes // (1024 * 1024)} MiB; raise "
+        "SNNCONV_MAX_UPLOAD_MB on the server or upload a smaller model", code="too-large")
+
+
+class _Sink:
+    """A new file being written: counted, hashed, refused at the byte that crosses the limit."""
+
+    def __init__(self, path: Path, handle: int, limit_bytes: int) -> None:
+        self.path, self.limit_bytes = path, limit_bytes
+        self.stream = os.fdopen(handle, "wb")
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def write(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.size > self.limit_bytes:
+            raise upload_too_large(self.limit_bytes)
+        self.digest.update(chunk)
+        self.stream.write(chunk)
+
+    def staged(self) -> StagedUpload:
+        return StagedUpload(path=self.path, size_bytes=self.size, sha256=self.digest.hexdigest())
+
+
+@contextlib.contextmanager
+def _sink(path: Path, handle: int, limit_bytes: int) -> Iterator[_Sink]:
+    """Write a new file; on any failure it is closed and deleted, never left half-written."""
+    sink = _Sink(path, handle, limit_bytes)
+    try:
+        with sink.stream:
+            yield sink
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+
+
 async def stage_upload(chunks: AsyncIterator[bytes], directory: Path, suffix: str,
                        limit_bytes: int) -> StagedUpload:
     """Stream ``chunks`` into a temporary file in ``directory``; refuse more than the limit.
 
-    The caller owns the returned file: accept it with :func:`accept_upload` or delete it with
-    :func:`discard`.
+    The caller owns the returned file: accept it with :func:`accept_upload`, or let the
+    :func:`private_folder` it was staged in be removed.
     """
     directory.mkdir(parents=True, exist_ok=True)
     handle, name = tempfile.mkstemp(dir=directory, prefix=".upload-", suffix=suffix)
-    path = Path(name)
-    digest = hashlib.sha256()
-    size = 0
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            async for chunk in chunks:
-                size += len(chunk)
-                if size > limit_bytes:
-                    raise ModelRejected(
-                        f"the upload exceeds the limit of {limit_bytes // (1024 * 1024)} MiB; "
-                        "raise SNNCONV_MAX_UPLOAD_MB on the server or upload a smaller model",
-                        code="too-large",
-                    )
-                digest.update(chunk)
-                stream.write(chunk)
-        if size == 0:
+    with _sink(Path(name), handle, limit_bytes) as sink:
+        async for chunk in chunks:
+            sink.write(chunk)
+        if sink.size == 0:
             raise ModelRejected("the uploaded file is empty; send the model in the field 'file'",
                                 code="empty-file")
-    except BaseException:
-        path.unlink(missing_ok=True)
-        raise
-    return StagedUpload(path=path, size_bytes=size, sha256=digest.hexdigest())
+    return sink.staged()
+
+
+async def stage_named(chunks: AsyncIterator[bytes], path: Path,
+                      limit_bytes: int) -> StagedUpload:
+    """Stream ``chunks`` into the new file ``path`` (never an existing file or a link)."""
+    with _sink(path, os.open(path, _NEW_FILE_FLAGS, 0o600), limit_bytes) as sink:
+        async for chunk in chunks:
+            sink.write(chunk)
+    return sink.staged()
+
+
+def copy_named(source: BinaryIO, path: Path, limit_bytes: int) -> StagedUpload:
+    """Copy ``source`` into the new file ``path``, counting the bytes actually read."""
+    with _sink(path, os.open(path, _NEW_FILE_FLAGS, 0o600), limit_bytes) as sink:
+        while chunk := source.read(CHUNK_BYTES):
+            sink.write(chunk)
+    return sink.staged()
+
+
+def write_new(data: bytes, path: Path) -> StagedUpload:
+    """Write ``data`` to the new file ``path`` (e.g. a model we serialised ourselves)."""
+    with _sink(path, os.open(path, _NEW_FILE_FLAGS, 0o600), len(data)) as sink:
+        sink.write(data)
+    return sink.staged()
+
+
+@contextlib.contextmanager
+def private_folder(uploads_dir: Path) -> Iterator[Path]:
+    """A fresh hidden folder (mode 0700) for one upload's files, removed whatever happens.
+
+    Files of other uploads never share it, so an ONNX file's external data can only name
+    files sent in the same upload.
+    """
+    uploads_dir.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=uploads_dir))
+    try:
+        yield folder
+    finally:
+        remove_tree(folder)
 
 
 def accept_upload(staged: StagedUpload, model_dir: Path) -> Path:
@@ -76,10 +143,6 @@ def accept_upload(staged: StagedUpload, model_dir: Path) -> Path:
     final = model_dir / f"{MODEL_STEM}{staged.path.suffix}"
     os.replace(staged.path, final)
     return final
-
-
-def discard(path: Path) -> None:
-    path.unlink(missing_ok=True)
 
 
 def remove_tree(directory: Path) -> None:

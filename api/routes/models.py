@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Request, Response, UploadFile, status
 from sqlalchemy import func, select
 
-from api import storage
+from api import storage, uploads
 from api.deps import SessionDep, SettingsDep
 from api.problems import Problem, ProblemError
 from api.schemas import ListPublic, ModelPublic
 from api.store import JobRecord, JobStatus, ModelRecord, new_id
-from core.errors import ModelRejected
 
 router = APIRouter(prefix="/models", tags=["models"])
 
@@ -28,17 +26,10 @@ PROBLEM_RESPONSES = {
 }
 
 
-async def _chunks(upload: UploadFile) -> AsyncIterator[bytes]:
-    while chunk := await upload.read(storage.CHUNK_BYTES):
-        yield chunk
-
-
 def _refuse_oversized_request(request: Request, limit_bytes: int) -> None:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit_bytes + MULTIPART_OVERHEAD_BYTES:
-        raise ModelRejected(
-            f"the upload exceeds the limit of {limit_bytes // (1024 * 1024)} MiB; raise "
-            "SNNCONV_MAX_UPLOAD_MB on the server or upload a smaller model", code="too-large")
+        raise storage.upload_too_large(limit_bytes)
 
 
 def get_model_or_404(session, model_id: str) -> ModelRecord:
@@ -55,26 +46,27 @@ async def upload(
     request: Request,
     session: SessionDep,
     settings: SettingsDep,
-    file: Annotated[UploadFile, File(description=".onnx, .safetensors or a state_dict file")],
+    file: Annotated[list[UploadFile], File(description=(
+        ".onnx, .safetensors or a state_dict file; or an .onnx with its external data files "
+        "(several 'file' parts, or one zip/tar of them)"))],
     arch: Annotated[str | None, Form(description="zoo architecture for weights-only files")] = None,
     name: Annotated[str | None, Form(max_length=200)] = None,
 ) -> ModelRecord:
-    """Upload a model; it is parsed (never executed) and checked for convertibility."""
+    """Upload a model; it is parsed (never executed) and checked for convertibility.
+
+    An ONNX model with external data is stored as one self-contained ``model.onnx``.
+    """
     from core import pipeline  # torch is imported on first upload, not at start-up
 
     _refuse_oversized_request(request, settings.max_upload_bytes)
-    staged = await storage.stage_upload(
-        _chunks(file), settings.uploads_dir, storage.safe_suffix(file.filename),
-        settings.max_upload_bytes)
-    try:
+    with storage.private_folder(settings.uploads_dir) as folder:
+        prepared = await uploads.prepare_model(file, folder, settings.max_upload_bytes)
+        staged = prepared.staged
         report = await asyncio.to_thread(pipeline.inspect, staged.path, arch or None)
         model_id = new_id()
         final = storage.accept_upload(staged, storage.model_dir(settings.uploads_dir, model_id))
-    except BaseException:
-        storage.discard(staged.path)
-        raise
     record = ModelRecord(
-        id=model_id, name=name or file.filename or model_id, filename=final.name,
+        id=model_id, name=name or prepared.filename or model_id, filename=final.name,
         format=report.format, arch=arch or None, input_shape=list(report.input_shape),
         preflight=report.model_dump(mode="json"), size_bytes=staged.size_bytes,
         sha256=staged.sha256)

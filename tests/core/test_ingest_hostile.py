@@ -101,15 +101,17 @@ def test_torch_export_archive_is_refused(tmp_path):
     assert error.code == "torch-export" and "torch.export" in str(error)
 
 
-def test_onnx_with_external_data_is_refused(tmp_path):
+def test_onnx_with_missing_external_data_is_refused(tmp_path):
     model = _relu_model()
     model.graph.initializer.append(tensor("unused", np.ones((4, 4), np.float32)))
     path = tmp_path / "model.onnx"
     onnx.save_model(model, str(path), save_as_external_data=True, location="weights.bin",
                     size_threshold=0)
-    (tmp_path / "weights.bin").unlink()  # we must refuse before looking for it
+    (tmp_path / "weights.bin").unlink()  # more hostile cases: test_ingest_external_data.py
 
-    assert _rejected(path).code == "external-data"
+    error = _rejected(path)
+
+    assert error.code == "external-data-missing" and "'weights.bin'" in str(error)
 
 
 @pytest.mark.parametrize("where", ["node", "opset_import"])
