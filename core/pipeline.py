@@ -20,7 +20,7 @@ from core import __version__
 from core.datasets import Dataset, Split, load_dataset, take
 from core.energy import count_macs, device_of, energy_model, microjoules, synaptic_fanouts
 from core.errors import InvalidSpec
-from core.graph import canonicalize, preflight, require_convertible, trace
+from core.graph import adapt_input_layout, canonicalize, preflight, require_convertible, trace
 from core.graph.modules import ChannelAffine
 from core.ingest import load_model
 from core.job_defaults import resolve as resolve_defaults
@@ -55,13 +55,6 @@ def inspect(model_path: Path, arch: str | None = None) -> PreflightReport:
     loaded = load_model(Path(model_path), arch)
     return preflight(canonicalize(loaded.module), fmt=loaded.format,
                      input_shape=tuple(loaded.input_shape))
-
-
-def _check_shapes(model_shape: tuple[int, ...], dataset: Dataset) -> None:
-    if tuple(model_shape) != tuple(dataset.input_shape):
-        raise InvalidSpec(
-            f"the model takes inputs of shape {list(model_shape)} but dataset "
-            f"'{dataset.name}' has samples of shape {list(dataset.input_shape)}")
 
 
 def _check_normalisation(spec: JobSpec, dataset: Dataset) -> None:
@@ -120,11 +113,13 @@ def prepare(spec: JobSpec, stage_progress=lambda *_: None) -> PreparedJob:
     device = resolve_device(spec.device)
     loaded = load_model(spec.model_path, spec.arch)
     dataset = load_dataset(spec.dataset, spec.data_dir)
-    _check_shapes(loaded.input_shape, dataset)
+    layout = adapt_input_layout(loaded.module, loaded.input_shape, dataset.input_shape,
+                                dataset.name)
     _check_normalisation(spec, dataset)
-    source = trace(with_normalisation(loaded.module, spec.mean, spec.std))
+    source = trace(with_normalisation(layout.module, spec.mean, spec.std))
     ann = canonicalize(source)
-    require_convertible(preflight(ann, fmt=loaded.format, input_shape=dataset.input_shape))
+    require_convertible(preflight(ann, fmt=loaded.format, input_shape=dataset.input_shape,
+                                  removed=layout.removed))
     found = detect(ann)
     spec, defaults = resolve_defaults(spec, found)
     ctx = ConversionContext(ann=ann.to(device), trainable=source.to(device), spec=spec,

@@ -2,7 +2,9 @@
 
 from core.graph.analysis import activation_names, classify, preflight, require_convertible
 from core.graph.canonicalize import canonicalize, trace
+from core.graph.input_layout import InputLayout, adapt_input_layout
 from core.graph.modules import ChannelAffine, ClampedReLU
 
-__all__ = ["ChannelAffine", "ClampedReLU", "activation_names", "canonicalize", "classify",
-           "preflight", "require_convertible", "trace"]
+__all__ = ["ChannelAffine", "ClampedReLU", "InputLayout", "activation_names",
+           "adapt_input_layout", "canonicalize", "classify", "preflight", "require_convertible",
+           "trace"]

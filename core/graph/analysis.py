@@ -8,7 +8,9 @@ from torch import fx, nn
 
 from core.errors import UnsupportedModel
 from core.graph import patterns as P
+from core.graph.input_layout import permutation_of
 from core.graph.modules import ChannelAffine, ClampedReLU
+from core.graph.rectifiers import non_rectifier_kind, rectifier_advice
 from core.preflight import NodeVerdict, PreflightReport
 
 LINEAR_MODULES = P.SYNAPTIC_MODULES + P.SHAPE_MODULES + (ChannelAffine,)
@@ -76,13 +78,30 @@ def _module_verdict(module: nn.Module) -> tuple[str, str]:
     return "unsupported", "no spiking equivalent"
 
 
+def _input_permute_detail(node: fx.Node) -> str | None:
+    """What happens to a permute of the model input (an NHWC model's ``permute(0, 3, 1, 2)``)."""
+    source = node.args[0] if node.args else None
+    if not isinstance(source, fx.Node) or source.op != "placeholder":
+        return None
+    probe = source.meta.get("probe")  # the importer records every value's shape
+    perm = permutation_of(node, probe.dim() if probe is not None else None)
+    if perm is None:
+        return None
+    return (f"input layout permute {list(perm)}: a conversion job removes it when the dataset's "
+            "samples already have the layout it produces (e.g. NCHW for an NHWC model)")
+
+
 def classify(gm: fx.GraphModule) -> list[NodeVerdict]:
     """One verdict per computing node (placeholders, constants and the output are omitted)."""
     verdicts = []
     for node in gm.graph.nodes:
         if node.op in ("placeholder", "output", "get_attr"):
             continue
-        if node.op == "call_module":
+        if (permute := _input_permute_detail(node)) is not None:
+            status, detail = "passed-through", permute
+        elif (kind := non_rectifier_kind(gm, node)) is not None:
+            status, detail = "unsupported", f"{kind} is not a rectifier: no neuron represents it"
+        elif node.op == "call_module":
             status, detail = _module_verdict(P.module_of(gm, node))
         elif node.op == "call_method":
             if P.is_method(node, P.SHAPE_METHODS):
@@ -103,6 +122,9 @@ def preflight(gm: fx.GraphModule, *, fmt: str, input_shape: tuple[int, ...],
     activations = [n for n in gm.graph.nodes if is_activation(P.module_of(gm, n))]
     cq_count = sum(is_cq(P.module_of(gm, n)) for n in activations)
     problems = [f"{v.op} ({v.name}): {v.detail}" for v in verdicts if v.status == "unsupported"]
+    kinds = {kind for n in gm.graph.nodes if (kind := non_rectifier_kind(gm, n)) is not None}
+    if kinds:
+        problems.append(rectifier_advice(kinds))
     if not activations:
         problems.append("no ReLU-like activation found: nothing would become a spiking neuron")
     if 0 < cq_count < len(activations):

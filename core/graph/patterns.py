@@ -18,7 +18,7 @@ CLAMP_FUNCTIONS = {torch.clamp, torch.clip}
 FLOOR_FUNCTIONS = {torch.floor}
 SOFTMAX_FUNCTIONS = {torch.softmax, F.softmax, torch.log_softmax, F.log_softmax}
 DROPOUT_FUNCTIONS = {F.dropout, F.dropout2d, F.alpha_dropout}
-SHAPE_FUNCTIONS = {torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze,
+SHAPE_FUNCTIONS = {torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze, torch.permute,
                    operator.getitem, getattr, torch.Tensor.size}
 SHAPE_METHODS = {"view", "reshape", "flatten", "size", "squeeze", "unsqueeze", "contiguous",
                  "permute", "transpose"}

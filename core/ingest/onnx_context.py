@@ -12,18 +12,19 @@ from onnx import GraphProto, NodeProto
 from torch import fx
 
 from core.ingest.fx_builder import GraphBuilder, sanitise, shape_of
+from core.ingest.limits import require_within_cap
 from core.ingest.onnx_values import BATCH, NodeUnsupported, Value, require_constant
 
 Handler = Callable[["ImportContext", NodeProto, list[Value | None]], Value]
 
-_MAX_FOLDED_ELEMENTS = 64 * 1024 * 1024
-
 
 class ImportContext:
-    """Per-import state shared by operator handlers: the graph builder and use counts."""
+    """Per-import state shared by operator handlers: the graph builder, use counts and the
+    memory cap that bounds constant folding."""
 
-    def __init__(self, graph: GraphProto) -> None:
+    def __init__(self, graph: GraphProto, max_bytes: int) -> None:
         self.builder = GraphBuilder()
+        self.max_bytes = max_bytes
         self._uses = Counter(name for node in graph.node for name in node.input if name)
         self._uses.update(output.name for output in graph.output)
 
@@ -78,8 +79,14 @@ class ImportContext:
             )
         return self.builder.call_function(self.name(node), torch.reshape, x, (-1, *rest))
 
-    @staticmethod
-    def check_folded_size(shape: tuple[int, ...]) -> None:
-        """Refuse constant folding that would allocate an absurd array."""
-        if math.prod(shape) > _MAX_FOLDED_ELEMENTS:
-            raise NodeUnsupported(f"constant folding would create a tensor of shape {shape}")
+    def check_folded_size(self, node: NodeProto, shape: tuple[int, ...],
+                          itemsize: int = 8) -> None:
+        """Refuse, before allocating it, a folded constant that would exceed the memory cap.
+
+        A file of a few bytes can ask for a huge tensor (``ConstantOfShape([1 << 40])``), so
+        the size is checked against the same cap as the tensors the file declares.
+        """
+        if any(int(d) < 0 for d in shape):
+            raise NodeUnsupported(f"constant folding to the negative shape {tuple(shape)}")
+        require_within_cap(itemsize * math.prod(int(d) for d in shape), self.max_bytes,
+                           f"constant folding of {node.op_type} ({node.name or 'unnamed'})")

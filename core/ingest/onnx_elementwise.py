@@ -38,7 +38,8 @@ def _binary(function: Callable, fold: Callable, commutative: bool) -> Handler:
     def handler(ctx: ImportContext, node: NodeProto, inputs: list[Value | None]) -> Value:
         (a, a_name), (b, b_name) = zip(inputs[:2], node.input[:2], strict=True)
         if not is_runtime(a) and not is_runtime(b):
-            ctx.check_folded_size(np.broadcast_shapes(a.shape, b.shape))  # type: ignore[union-attr]
+            shape = np.broadcast_shapes(a.shape, b.shape)  # type: ignore[union-attr]
+            ctx.check_folded_size(node, shape)
             return np.asarray(fold(a, b))
         if is_runtime(a) and is_runtime(b):
             return ctx.builder.call_function(ctx.name(node), function, a, b)
@@ -113,6 +114,27 @@ def _min_max(bound: str) -> Handler:
     return handler
 
 
+def _folded(fold: Callable) -> Handler:
+    """An op folded with numpy when every input is a constant (shape and pad arithmetic:
+    Equal, Where, Not...); on computed tensors it has no spiking meaning, so it is refused."""
+
+    def handler(ctx: ImportContext, node: NodeProto, inputs: list[Value | None]) -> Value:
+        if any(is_runtime(v) or v is None for v in inputs):
+            raise NodeUnsupported(f"{node.op_type} of computed tensors is not supported")
+        arrays = [np.asarray(v) for v in inputs]
+        ctx.check_folded_size(node, np.broadcast_shapes(*(a.shape for a in arrays)))
+        return np.asarray(fold(*arrays))
+
+    return handler
+
+
+def _neg(ctx: ImportContext, node: NodeProto, inputs: list[Value | None]) -> Value:
+    x = inputs[0]
+    if not is_runtime(x):
+        return np.negative(require_constant(x, "the Neg input"))
+    return ctx.builder.call_function(ctx.name(node), torch.mul, x, -1.0)
+
+
 def _floor(ctx: ImportContext, node: NodeProto, inputs: list[Value | None]) -> Value:
     x = inputs[0]
     if not is_runtime(x):
@@ -163,4 +185,14 @@ ELEMENTWISE_HANDLERS: dict[str, Handler] = {
     "Identity": _passthrough,
     "Dropout": _dropout,
     "Constant": _constant,
+    "Neg": _neg,
+    "Equal": _folded(np.equal),
+    "Greater": _folded(np.greater),
+    "GreaterOrEqual": _folded(np.greater_equal),
+    "Less": _folded(np.less),
+    "LessOrEqual": _folded(np.less_equal),
+    "Not": _folded(np.logical_not),
+    "And": _folded(np.logical_and),
+    "Or": _folded(np.logical_or),
+    "Where": _folded(np.where),
 }

@@ -15,6 +15,7 @@ from onnx import ModelProto, NodeProto, TensorProto, ValueInfoProto
 from torch import fx
 
 from core.errors import ModelRejected
+from core.graph.rectifiers import rectifier_advice
 from core.ingest.onnx_context import Handler, ImportContext
 from core.ingest.onnx_elementwise import ELEMENTWISE_HANDLERS
 from core.ingest.onnx_layers import LAYER_HANDLERS
@@ -22,6 +23,14 @@ from core.ingest.onnx_shape_ops import SHAPE_HANDLERS
 from core.ingest.onnx_values import NodeUnsupported, Value, is_runtime
 
 HANDLERS: dict[str, Handler] = {**LAYER_HANDLERS, **ELEMENTWISE_HANDLERS, **SHAPE_HANDLERS}
+NON_RECTIFIER_OPS = {
+    "Gelu": "GELU", "Erf": "GELU", "Sigmoid": "Sigmoid/SiLU", "Tanh": "Tanh",
+    "HardSigmoid": "Hardsigmoid/Hardswish", "HardSwish": "Hardswish", "LeakyRelu": "LeakyReLU",
+    "PRelu": "PReLU", "Elu": "ELU", "Selu": "SELU", "Celu": "CELU", "Softplus": "Softplus",
+    "Softsign": "Softsign", "Mish": "Mish", "ThresholdedRelu": "ThresholdedReLU",
+}
+"""Activation operators that no spiking neuron represents, with the PyTorch layers they come
+from (GELU exports as Erf before opset 20, SiLU as Sigmoid·x)."""
 _FAILED = object()  # the value of an output whose node could not be imported
 _UNDEFINED = object()  # a name that no initializer, input or earlier node defines
 
@@ -34,7 +43,7 @@ def supported_ops() -> list[str]:
 def import_onnx(model: ModelProto, max_bytes: int) -> tuple[fx.GraphModule, tuple[int, ...]]:
     """The model as an evaluated float32 GraphModule, and one sample's input shape."""
     graph = model.graph
-    context = ImportContext(graph)
+    context = ImportContext(graph, max_bytes)
     values: dict[str, Value] = {t.name: onnx.numpy_helper.to_array(t) for t in graph.initializer}
     model_input = _single_input(model, values)
     sample_shape = _sample_shape(model_input, max_bytes)
@@ -44,7 +53,7 @@ def import_onnx(model: ModelProto, max_bytes: int) -> tuple[fx.GraphModule, tupl
     if failures:
         raise ModelRejected(
             f"the model uses operators the importer does not support: {'; '.join(failures)}. "
-            f"Supported operators: {', '.join(supported_ops())}",
+            f"{_advice(graph)}Supported operators: {', '.join(supported_ops())}",
             code="unsupported-ops",
             details={"nodes": failures},
         )
@@ -64,6 +73,8 @@ def _import_node(context: ImportContext, node: NodeProto, values: dict[str, Valu
     """
     unknown = node.op_type not in HANDLERS
     inputs = [values.get(name, _UNDEFINED) if name else None for name in node.input]
+    if node.op_type in NON_RECTIFIER_OPS:
+        return _refuse_activation(node, inputs, values)
     if unknown or any(value is _FAILED for value in inputs):
         values.update(dict.fromkeys(node.output, _FAILED))
         return _node_label(node) if unknown else None
@@ -76,6 +87,24 @@ def _import_node(context: ImportContext, node: NodeProto, values: dict[str, Valu
         values.update(dict.fromkeys(node.output, _FAILED))
         return f"{_node_label(node)}: {err}"
     return None
+
+
+def _refuse_activation(node: NodeProto, inputs: list[Value | None],
+                       values: dict[str, Value]) -> str:
+    """Blame an activation no neuron represents, even downstream of another failure.
+
+    Its input stands in for its output (the op keeps the shape), so the import goes on and
+    a second GELU or SiLU later in the network is named too, not skipped.
+    """
+    stand_in = inputs[0] if inputs and is_runtime(inputs[0]) else _FAILED
+    values.update(dict.fromkeys(node.output, stand_in))
+    return _node_label(node)
+
+
+def _advice(graph: onnx.GraphProto) -> str:
+    """What to change when the refused operators include non-rectifier activations."""
+    kinds = {NON_RECTIFIER_OPS[n.op_type] for n in graph.node if n.op_type in NON_RECTIFIER_OPS}
+    return f"To convert it, {rectifier_advice(kinds)}. " if kinds else ""
 
 
 def _run_handler(context: ImportContext, node: NodeProto, inputs: list[Value | None]) -> Value:

@@ -165,7 +165,7 @@ def _gather(ctx: ImportContext, node: NodeProto, inputs: list[Value | None]) -> 
         raise NodeUnsupported("Gather on computed tensors is not supported")
     index = require_constant(indices, "the Gather indices")
     axis = int(ctx.attrs(node).get("axis", 0))
-    ctx.check_folded_size((index.size, *np.delete(np.shape(data), axis)))
+    ctx.check_folded_size(node, (index.size, *np.delete(np.shape(data), axis)))
     return np.take(data, index, axis=axis)
 
 
@@ -213,14 +213,47 @@ def _expand(ctx: ImportContext, node: NodeProto, inputs: list[Value | None]) -> 
         raise NodeUnsupported("Expand of computed tensors is not supported")
     array = np.asarray(inputs[0])
     target = np.broadcast_shapes(array.shape, tuple(constant_ints(inputs[1], "Expand shape")))
-    ctx.check_folded_size(target)
+    ctx.check_folded_size(node, target)
     return np.broadcast_to(array, target).copy()
 
 
 def _transpose(ctx: ImportContext, node: NodeProto, inputs: list[Value | None]) -> Value:
-    if is_runtime(inputs[0]):
-        raise NodeUnsupported("Transpose of computed tensors is not supported")
-    return np.transpose(np.asarray(inputs[0]), ctx.attrs(node).get("perm"))
+    """``torch.permute`` of a runtime tensor that keeps the batch first, e.g. NHWC → NCHW."""
+    x, perm = inputs[0], ctx.attrs(node).get("perm")
+    if not is_runtime(x):
+        return np.transpose(np.asarray(x), perm)
+    rank = len(shape_of(x))
+    dims = tuple(range(rank))[::-1] if perm is None else tuple(
+        normalise_axis(int(axis), rank) for axis in perm)
+    if sorted(dims) != list(range(rank)):
+        raise NodeUnsupported(f"Transpose perm {list(dims)} is not a permutation of {rank} axes")
+    if dims[0] != 0:
+        raise NodeUnsupported(f"Transpose perm {list(dims)} would move the batch dimension")
+    return ctx.builder.call_function(ctx.name(node), torch.permute, x, dims)
+
+
+def _constant_of_shape(ctx: ImportContext, node: NodeProto, inputs: list[Value | None]) -> Value:
+    """A filled constant (exporters build pad and shape vectors this way), checked against
+    the memory cap before it is allocated."""
+    shape = tuple(constant_ints(inputs[0], "the ConstantOfShape shape"))
+    attribute = ctx.attrs(node).get("value")
+    fill = (onnx.numpy_helper.to_array(attribute) if attribute is not None
+            else np.zeros(1, dtype=np.float32))
+    if fill.size != 1:
+        raise NodeUnsupported(f"ConstantOfShape value must hold one element, not {fill.size}")
+    ctx.check_folded_size(node, shape, fill.dtype.itemsize)
+    return np.full(shape, fill.reshape(()), dtype=fill.dtype)
+
+
+def _range(ctx: ImportContext, node: NodeProto, inputs: list[Value | None]) -> Value:
+    start, limit, delta = (require_constant(v, f"the Range {what}")
+                           for v, what in zip(inputs, ("start", "limit", "delta"), strict=True))
+    step = delta.reshape(()).item()
+    if step == 0:
+        raise NodeUnsupported("Range with a zero delta")
+    count = max(math.ceil((limit.reshape(()).item() - start.reshape(()).item()) / step), 0)
+    ctx.check_folded_size(node, (count,), start.dtype.itemsize)
+    return start.reshape(()) + np.arange(count, dtype=start.dtype) * delta.reshape(())
 
 
 SHAPE_HANDLERS: dict[str, Handler] = {
@@ -238,4 +271,6 @@ SHAPE_HANDLERS: dict[str, Handler] = {
     "Slice": _slice,
     "Expand": _expand,
     "Transpose": _transpose,
+    "ConstantOfShape": _constant_of_shape,
+    "Range": _range,
 }
