@@ -60,11 +60,17 @@ def _insert_module_call(
         return graph_module.graph.call_module(name, (source,))
 
 
+def _undilated(dilation) -> bool:
+    """Dilation 1 however it is spelled: 1, (1, 1) or [1, 1] (as imported from ONNX)."""
+    values = dilation if isinstance(dilation, list | tuple) else [dilation]
+    return all(value == 1 for value in values)
+
+
 def _average_pool_for(max_pool: nn.Module) -> nn.Module:
     if isinstance(max_pool, nn.AdaptiveMaxPool2d):
         return nn.AdaptiveAvgPool2d(max_pool.output_size)
     dilation = max_pool.dilation
-    if dilation not in (1, (1, 1)):
+    if not _undilated(dilation):
         raise UnsupportedModel(
             f"max pooling with dilation {dilation} has no average-pooling equivalent; "
             "use a model with undilated pooling"
@@ -98,7 +104,7 @@ def _replace_max_pools(graph_module: fx.GraphModule) -> None:
 def _replace_functional_max_pool(node: fx.Node) -> None:
     names = ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode")
     values = dict(zip(names, node.args, strict=False)) | dict(node.kwargs)
-    if values.pop("dilation", 1) not in (1, (1, 1)):
+    if not _undilated(values.pop("dilation", 1)):
         raise UnsupportedModel("dilated max pooling has no average-pooling equivalent")
     if values.pop("return_indices", False):
         raise UnsupportedModel("max pooling that returns indices cannot become average pooling")
@@ -145,9 +151,9 @@ def to_cq(
     layer is followed by a CQActivation (unless one already follows), because the paper's
     pooling layers spike, so a pooled rate must again be one of the T + 1 spike counts; a pool
     in the readout (global pooling → classifier) stays linear.  With ``max_pool_to_avg``
-    (default) max pooling becomes average pooling with the same kernel, stride and padding, as in the paper —
-    max pooling has no exact rate-coded counterpart.  The output layer stays linear.
-    ``surrogate_margin`` widens the straight-through window (see CQActivation).
+    (default) max pooling becomes average pooling with the same kernel, stride and padding,
+    as in the paper — max pooling has no exact rate-coded counterpart.  The output layer stays
+    linear.  ``surrogate_margin`` widens the straight-through window (see CQActivation).
     ``model`` itself is deep-copied, never mutated.
     """
     graph_module = recognise_activations(model)

@@ -1,0 +1,115 @@
+"""The low-latency suite against the classic methods on a user-style ResNet uploaded as ONNX.
+
+A ResNet-style network (BasicBlocks with identity and 1×1 projection shortcuts, BN, global
+average pooling; tests/battery/models.py) is trained briefly on mnist-5k, exported with
+``torch.onnx.export``'s defaults (weights in m.onnx.data), and converted through
+``core.pipeline.run`` exactly as a user's upload is.  Writes docs/residual-upload.md.
+
+    .venv/bin/python benchmarks/residual_upload.py [--eval-samples 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from core.datasets import load_dataset
+from core.pipeline import run
+from core.report import Report
+from core.spec import CLASSIC_METHODS, JobSpec
+from tests.battery.models import ResNetStyle, UserModel, export
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "residual-upload.md"
+SPEC = UserModel("resnet-style", ResNetStyle)
+
+
+def train(epochs: int, seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    model, data = ResNetStyle(), load_dataset("mnist-5k").train
+    x, y = torch.from_numpy(data.x), torch.from_numpy(data.y).long()
+    optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
+    schedule = torch.optim.lr_scheduler.StepLR(optimiser, 1, 0.7)
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        model.train()
+        order = torch.randperm(len(y), generator=generator)
+        for first in range(0, len(y), 64):
+            batch = order[first:first + 64]
+            optimiser.zero_grad()
+            F.cross_entropy(model(x[batch]), y[batch]).backward()
+            optimiser.step()
+        schedule.step()
+    return model.eval()
+
+
+def job(path: Path, methods: list[str], timesteps: int, samples: int, **cq) -> Report:
+    return run(JobSpec(model_path=path, dataset="mnist-5k", methods=methods, timesteps=timesteps,
+                       eval_samples=samples, device="cpu", cq=cq))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--eval-samples", type=int, default=1000)
+    parser.add_argument("--epochs", type=int, default=4, help="ANN training epochs")
+    parser.add_argument("--finetune-epochs", type=int, default=8)
+    parser.add_argument("--classic-steps", type=int, default=128)
+    args = parser.parse_args()
+    began = time.perf_counter()
+    with tempfile.TemporaryDirectory() as folder:
+        sample = torch.from_numpy(load_dataset("mnist-5k").test.x[:1])
+        path = export(train(args.epochs), SPEC, sample, Path(folder) / "m.onnx", "default")
+        classic = job(path, list(CLASSIC_METHODS), args.classic_steps, args.eval_samples)
+        asg = job(path, ["cq-asg"], 4, args.eval_samples, finetune_epochs=args.finetune_epochs)
+        ctt = job(path, ["cq-ctt", "cq-if"], 8, args.eval_samples,
+                  finetune_epochs=args.finetune_epochs)
+    DOC.write_text(render(classic, asg, ctt, args, time.perf_counter() - began))
+    print(DOC.read_text())
+
+
+def _row(result, ann: float, points: list[int]) -> str:
+    cells = " | ".join(f"{100 * result.top1[t - 1]:.1f}" if t <= len(result.top1) else ""
+                       for t in points)
+    return (f"| {result.method} | {result.latency.end_to_end_steps} | {cells} | "
+            f"{100 * (ann - result.top1[-1]):+.1f} |")
+
+
+def render(classic: Report, asg: Report, ctt: Report, args, seconds: float) -> str:
+    ann = classic.ann.top1
+    points = [1, 2, 4, 8, 16, 32, 64, 128]
+    head = " | ".join(f"t={t}" for t in points)
+    lines = [
+        "# A ResNet-style upload: the paper's suite against the classic methods",
+        "",
+        "Produced by `.venv/bin/python benchmarks/residual_upload.py "
+        f"--eval-samples {args.eval_samples} --epochs {args.epochs} "
+        f"--finetune-epochs {args.finetune_epochs}` ({seconds / 60:.1f} min on 2 CPU cores, "
+        f"{classic.created_at:%Y-%m-%d}). The network (tests/battery/models.py `ResNetStyle`: "
+        "stem, three BasicBlocks with identity and 1×1 projection shortcuts, BN, global "
+        f"average pooling) is trained {args.epochs} epochs on mnist-5k and exported with "
+        "`torch.onnx.export(model, (x,), \"m.onnx\")`'s defaults, so the BN arrives folded and "
+        "the weights in `m.onnx.data`.",
+        "",
+        f"ANN top-1 {100 * ann:.2f} % on {classic.dataset.eval_samples} test images. "
+        "Top-1 (%) after t steps; the last column is the ANN's accuracy minus the method's "
+        "at its last step (its T).",
+        "",
+        f"| method | end-to-end steps | {head} | gap to ANN (pp) |",
+        "|---|---|" + "---|" * len(points) + "---|",
+    ]
+    for report in (classic, asg, ctt):
+        lines += [_row(result, ann, points) for result in report.methods]
+    cq = asg.methods[0]
+    lines += ["", f"CQ ANN (the network cq-asg converts exactly) at T = 4: "
+              f"{100 * cq.reference_top1:.2f} %; at T = 8 (cq-ctt, cq-if): "
+              f"{100 * ctt.methods[0].reference_top1:.2f} %. Fine-tuning: "
+              f"{cq.parameters['finetune']}.", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
