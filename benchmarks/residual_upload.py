@@ -11,6 +11,7 @@ average pooling; tests/battery/models.py) is trained briefly on mnist-5k, export
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -18,13 +19,17 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from core.datasets import load_dataset
-from core.pipeline import run
-from core.report import Report
-from core.spec import CLASSIC_METHODS, JobSpec
-from tests.battery.models import ResNetStyle, UserModel, export
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as a script: make `core` and `tests` importable
+    sys.path.insert(0, str(REPO))
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "residual-upload.md"
+from core.datasets import load_dataset  # noqa: E402
+from core.pipeline import run  # noqa: E402
+from core.report import Report  # noqa: E402
+from core.spec import CLASSIC_METHODS, JobSpec  # noqa: E402
+from tests.battery.models import ResNetStyle, UserModel, export  # noqa: E402
+
+DOC = REPO / "docs" / "residual-upload.md"
 SPEC = UserModel("resnet-style", ResNetStyle)
 
 

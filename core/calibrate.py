@@ -22,8 +22,9 @@ def _channels_first(values: torch.Tensor) -> torch.Tensor:
     return values.transpose(0, 1).reshape(values.shape[1], -1)
 
 
-def _collect(gm: fx.GraphModule, names: list[str], batches: Batches,
-             visit: Callable[[str, torch.Tensor], None]) -> None:
+def visit_outputs(gm: fx.GraphModule, names: list[str], batches: Batches,
+                  visit: Callable[[str, torch.Tensor], None]) -> None:
+    """Run every calibration batch and call ``visit(name, output)`` for each named module."""
     handles = [gm.get_submodule(name).register_forward_hook(
         lambda _m, _i, out, name=name: visit(name, out.detach())) for name in names]
     try:
@@ -44,7 +45,7 @@ def activation_maxima(gm: fx.GraphModule, names: list[str], batches: Batches, *,
         value = _channels_first(out).amax(1) if per_channel else out.max().reshape(1)
         maxima[name] = value if name not in maxima else torch.maximum(maxima[name], value)
 
-    _collect(gm, names, batches, visit)
+    visit_outputs(gm, names, batches, visit)
     return {name: value.cpu() for name, value in maxima.items()}
 
 
@@ -66,7 +67,7 @@ def activation_percentiles(gm: fx.GraphModule, names: list[str], batches: Batche
         counts = counts.view(rows.shape[0], bins).cpu()
         histograms[name] = counts if name not in histograms else histograms[name] + counts
 
-    _collect(gm, names, batches, visit)
+    visit_outputs(gm, names, batches, visit)
     result = {}
     for name, counts in histograms.items():
         cumulative = counts.cumsum(1).double()

@@ -145,7 +145,7 @@ def _finetune_start(ctx: ConversionContext, window: int) -> fx.GraphModule:
     if not keep:
         return ctx.ann
     unfolded = recognise_cq(recognise_activations(strip_output_softmax(ctx.trainable)))
-    return with_fresh_batchnorm(unfolded, ctx.calibration_batches())
+    return with_fresh_batchnorm(unfolded, ctx.calibration_batches)
 
 
 def _batchnorm_source(model: fx.GraphModule, ctx: ConversionContext) -> str:

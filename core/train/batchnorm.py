@@ -16,11 +16,12 @@ same network uploaded with its BN.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import fx, nn
 
+from core.calibrate import visit_outputs
 from core.graph import patterns as P
 from core.graph.analysis import is_activation
 from core.graph.canonicalize import trace
@@ -57,17 +58,9 @@ class _Moments:
 
 
 def _moments(gm: fx.GraphModule, names: list[str],
-             batches: Iterable[torch.Tensor]) -> dict[str, _Moments]:
+             batches: Callable[[], Iterator[torch.Tensor]]) -> dict[str, _Moments]:
     moments = {name: _Moments() for name in names}
-    hooks = [gm.get_submodule(name).register_forward_hook(
-        lambda _m, _i, out, name=name: moments[name].add(out.detach())) for name in names]
-    try:
-        with torch.no_grad():
-            for batch in batches:
-                gm(batch)
-    finally:
-        for hook in hooks:
-            hook.remove()
+    visit_outputs(gm, names, batches, lambda name, out: moments[name].add(out))
     return moments
 
 
@@ -82,10 +75,11 @@ def identity_batchnorm(layer: nn.Module, mean: torch.Tensor, var: torch.Tensor) 
     return bn
 
 
-def with_fresh_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor]) -> fx.GraphModule:
+def with_fresh_batchnorm(model: nn.Module,
+                         batches: Callable[[], Iterator[torch.Tensor]]) -> fx.GraphModule:
     """A copy of ``model`` with an identity-initialised BN after every conv/linear lacking one.
 
-    ``batches`` are calibration inputs (what the model's first layer receives).
+    ``batches()`` yields calibration inputs (what the model's first layer receives).
     """
     gm = trace(model).eval()
     targets = [n for n in gm.graph.nodes if _needs_batchnorm(gm, n)]

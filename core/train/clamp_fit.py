@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import fx, nn
 
+from core.calibrate import visit_outputs
 from core.graph import patterns as P
 from core.graph.canonicalize import recognise_activations
 from core.graph.modules import ClampedReLU
@@ -96,15 +97,7 @@ def _activation_samples(gm: fx.GraphModule, names: list[str],
             stride = max(1, flat.numel() // 4096)
             kept[name].append(flat[::stride].float().cpu())
 
-    hooks = [gm.get_submodule(name).register_forward_hook(
-        lambda _m, _i, out, name=name: visit(name, out)) for name in names]
-    try:
-        with torch.no_grad():
-            for batch in batches():
-                gm(batch)
-    finally:
-        for hook in hooks:
-            hook.remove()
+    visit_outputs(gm, names, batches, visit)
     return {name: torch.cat(parts) if parts else torch.zeros(1) for name, parts in kept.items()}
 
 
