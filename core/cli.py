@@ -190,9 +190,9 @@ def _datasets(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from core.demo import run_demo
 
-    report = run_demo(args.out, timesteps=args.timesteps, quiet=args.quiet)
-    print(accuracy_table(report))
-    print(f"\nreport files written to {args.out}/")
+    demo = run_demo(args.out, timesteps=args.timesteps, quiet=args.quiet)
+    print(demo.table)
+    print(f"\nfiles written to {args.out}/: {demo.files_text()}")
     return 0
 
 
@@ -286,7 +286,8 @@ def _add_small_commands(subparsers) -> None:
     demo_parser = subparsers.add_parser("demo", help="train a small CNN on mnist-5k and convert")
     demo_parser.add_argument("--out", type=Path, default=Path("out/demo"),
                              help="folder for the report files")
-    demo_parser.add_argument("--timesteps", type=int, default=32, help="T, the time steps")
+    demo_parser.add_argument("--timesteps", type=int, default=32,
+                             help="T of the classic methods (the paper's suite runs at T = 4)")
     demo_parser.add_argument("--quiet", action="store_true", help="no progress output")
     demo_parser.set_defaults(handler=_demo)
 

@@ -143,22 +143,71 @@ def checkpoints(steps: int) -> list[int]:
     return points + [steps]
 
 
-def accuracy_table(report: Report) -> str:
-    """Top-1 (%) at t = 1, 2, 4, …, T for every method, beside the ANN's."""
-    longest = max(len(m.top1) for m in report.methods)
-    points = checkpoints(longest)
-    header = f"{'method':<16}" + "".join(f"{'t=' + str(t):>9}" for t in points)
-    lines = [f"ANN top-1: {100 * report.ann.top1:.2f} % on {report.dataset.eval_samples} "
-             f"{report.dataset.name} test images", header, "-" * len(header)]
-    for result in report.methods:
-        cells = "".join(f"{100 * result.top1[t - 1]:>9.2f}" if t <= len(result.top1)
-                        else f"{'':>9}" for t in points)
-        lines.append(f"{result.method:<16}{cells}")
-    lines.append("")
-    for result in report.methods:
-        lines.append(f"{result.method}: end-to-end latency {result.latency.end_to_end_steps} "
-                     f"steps (window {result.latency.window}); energy at T "
-                     f"{result.energy_uj[-1]:.3f} µJ vs ANN {report.ann.energy_uj:.3f} µJ")
+# The two neuron classes, told apart by ``Latency.anytime``, each with the heading that says
+# what its columns mean: an ASG row's "t" is not the same moment as an IF row's "t".
+NEURON_CLASSES = (
+    (True, "binary IF neurons: anytime, every t ≤ T is a readout; latency = T"),
+    (False, "accumulate-then-spike neurons (ASG): latency = depth × T, not anytime; "
+            "t = step t of\n  the last layer's window, read (depth − 1) × T steps after the "
+            "input started"),
+)
+_NAME, _T, _CELL, _LATENCY, _ENERGY, _RATIO = 16, 4, 7, 9, 10, 8
+
+
+def _header(points: list[int]) -> str:
+    return (f"{'method':<{_NAME}}{'T':>{_T}}"
+            + "".join(f"{'t=' + str(t):>{_CELL}}" for t in points)
+            + f"{'latency':>{_LATENCY}}{'µJ at T':>{_ENERGY}}{'vs ANN':>{_RATIO}}")
+
+
+def _row(result: MethodResult, points: list[int], ann_energy_uj: float) -> str:
+    """One method: top-1 (%) at each t it reached, end-to-end latency and energy at its T."""
+    cells = "".join(f"{100 * result.top1[t - 1]:>{_CELL}.2f}" if t <= len(result.top1)
+                    else f"{'':>{_CELL}}" for t in points)
+    energy = result.energy_uj[-1]
+    ratio = f"{energy / ann_energy_uj:.2f}×" if ann_energy_uj > 0 else "–"
+    return (f"{result.method:<{_NAME}}{result.latency.window:>{_T}}{cells}"
+            f"{result.latency.end_to_end_steps:>{_LATENCY}}{energy:>{_ENERGY}.3f}"
+            f"{ratio:>{_RATIO}}")
+
+
+def _same_evaluation(reports: tuple[Report, ...]) -> None:
+    first = reports[0]
+    for other in reports[1:]:
+        if (other.dataset.name, other.dataset.eval_samples, other.ann.top1, other.ann.macs) != (
+                first.dataset.name, first.dataset.eval_samples, first.ann.top1, first.ann.macs):
+            raise ValueError("one table compares methods on the same ANN and the same test "
+                             "images; these reports differ in dataset, samples or ANN")
+
+
+def accuracy_table(*reports: Report) -> str:
+    """Top-1 (%) at t = 1, 2, 4, …, T for every method of one or more reports, beside the ANN.
+
+    Several reports (jobs of different T on the same model and images) share one table.  Rows
+    are grouped by neuron class, and each row ends with the end-to-end latency in steps, the
+    energy per image after its last step and that energy as a multiple of the ANN's.
+    """
+    if not reports:
+        raise ValueError("accuracy_table needs at least one report")
+    _same_evaluation(reports)
+    first = reports[0]
+    results = [result for report in reports for result in report.methods]
+    points = checkpoints(max(len(result.top1) for result in results))
+    header = _header(points)
+    ann = first.ann
+    lines = [f"ANN top-1: {100 * ann.top1:.2f} % on {first.dataset.eval_samples} "
+             f"{first.dataset.name} test images; energy {ann.energy_uj:.3f} µJ per image "
+             f"({ann.macs:,} MACs × {first.energy_model.e_mac_pj:g} pJ)",
+             header, "-" * len(header)]
+    for anytime, heading in NEURON_CLASSES:
+        group = [result for result in results if result.latency.anytime == anytime]
+        if group:
+            lines.append(heading)
+            lines.extend(_row(result, points, ann.energy_uj) for result in group)
+    lines += ["-" * len(header),
+              "top-1 in %; latency: end-to-end steps from the first input to the readout; "
+              "µJ at T: energy",
+              "per image after the row's last step; vs ANN: that energy / the ANN's"]
     return "\n".join(lines)
 
 
