@@ -7,10 +7,6 @@ are the 1×8×8 digits (NCHW) except ``nhwc``, which takes 8×8×1 and permutes 
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.datasets import load_dataset
+from tests.core.ingest_fixtures import quiet_export
 
 TRAIN_EPOCHS = 4
 
@@ -260,12 +257,6 @@ def export(model: nn.Module, spec: UserModel, sample: torch.Tensor, path: Path,
         options["dynamic_shapes"] = ({0: torch.export.Dim("batch")},)
     elif dynamic:
         options |= {"input_names": ["x"], "dynamic_axes": {"x": {0: "n"}}}
-    previous = logging.root.manager.disable
-    logging.disable(logging.WARNING)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            torch.onnx.export(model, (spec.layout(sample),), str(path), **options)
-    finally:
-        logging.disable(previous)
+    with quiet_export():
+        torch.onnx.export(model, (spec.layout(sample),), str(path), **options)
     return path

@@ -17,6 +17,7 @@ from core.ingest import load_model
 from core.pipeline import run
 from core.spec import METHODS, JobSpec
 from tests.battery.models import BATTERY, EXPORTS, accuracy, export
+from tests.core.ingest_fixtures import onnxruntime_outputs
 
 pytestmark = pytest.mark.slow
 EVAL_SAMPLES = 60
@@ -25,15 +26,6 @@ TIMESTEPS = 4
 
 def _digits():
     return load_dataset("digits")
-
-
-def _onnxruntime(path, x: np.ndarray) -> np.ndarray:
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    fixed = session.get_inputs()[0].shape[0] == 1
-    if fixed:
-        return np.concatenate([session.run(None, {name: x[i:i + 1]})[0] for i in range(len(x))])
-    return session.run(None, {name: x})[0]
 
 
 @pytest.mark.parametrize("variant", list(EXPORTS))
@@ -47,7 +39,8 @@ def test_import_matches_onnxruntime(trained, tmp_path, name, variant):
 
     loaded = load_model(path)
 
-    expected = _onnxruntime(path, spec.layout(x).numpy())
+    fixed = onnxruntime.InferenceSession(str(path)).get_inputs()[0].shape[0] == 1
+    expected = onnxruntime_outputs(path, spec.layout(x).numpy(), 1 if fixed else None)
     with torch.no_grad():
         actual = loaded.module(spec.layout(x)).numpy()
     assert np.abs(actual - expected).max() <= 1e-4

@@ -31,14 +31,15 @@ def export_onnx(model: nn.Module, sample: torch.Tensor, path: Path, *, dynamo: b
         options.update({"optimize": False} if dynamo else
                        {"training": torch.onnx.TrainingMode.PRESERVE})
     buffer = io.BytesIO()
-    with _quiet():
+    with quiet_export():
         torch.onnx.export(model, (sample,), buffer, dynamo=dynamo, **options)
     path.write_bytes(buffer.getvalue())
     return path
 
 
 @contextlib.contextmanager
-def _quiet():
+def quiet_export():
+    """Silence the exporters' logging, warnings and printed diagnostics."""
     previous = logging.root.manager.disable
     logging.disable(logging.WARNING)
     try:

@@ -15,6 +15,7 @@ from core.errors import InvalidSpec, ModelRejected, UnsupportedModel
 from core.graph import canonicalize, preflight, require_convertible, trace
 from core.graph.input_layout import adapt_input_layout
 from core.ingest import load_model
+from tests.battery.models import InceptionStyle, LogSoftmaxNet, MobileNetV2Style, PaddedNet
 from tests.core.ingest_fixtures import (
     TOLERANCE,
     assert_matches_onnxruntime,
@@ -148,17 +149,7 @@ def test_shapes_that_no_permute_reconciles_are_refused(model_shape, match):
 
 
 # ── 2. F.pad before a conv (legacy: ConstantOfShape/Concat/Reshape/Slice/Transpose/Cast) ──
-
-class PaddedNet(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(1, 4, 3)
-        self.fc = nn.Linear(4 * 8 * 8, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.relu(self.conv(F.pad(x, (1, 1, 1, 1))))
-        return self.fc(x.view(x.size(0), -1))
-
+# PaddedNet: tests/battery/models.py
 
 PAD_EXPORTS = [
     pytest.param(True, {}, id="dynamo"),
@@ -310,67 +301,9 @@ def test_traced_model_activations_are_refused_by_preflight_with_advice():
     assert "replace GELU/LeakyReLU " + ADVICE in message
 
 
-# ── 4. MobileNetV2 / Inception-style blocks and log-softmax heads ────────────────────────
+# ── 4. MobileNetV2 / Inception-style blocks and log-softmax heads (tests/battery/models) ──
 
-class InvertedResidual(nn.Module):
-    """1×1 expand → 3×3 depthwise → 1×1 project (BN after each, ReLU6 between), plus skip."""
-
-    def __init__(self, channels: int, expand: int) -> None:
-        super().__init__()
-        hidden = channels * expand
-        self.block = nn.Sequential(
-            nn.Conv2d(channels, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6(),
-            nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden, bias=False),
-            nn.BatchNorm2d(hidden), nn.ReLU6(),
-            nn.Conv2d(hidden, channels, 1, bias=False), nn.BatchNorm2d(channels))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.block(x)
-
-
-class MobileNetLike(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(1, 8, 3, stride=2, padding=1, bias=False),
-                                  nn.BatchNorm2d(8), nn.ReLU6(inplace=True))
-        self.depthwise = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False),
-                                       nn.BatchNorm2d(8), nn.ReLU6())
-        self.block = InvertedResidual(8, 4)
-        self.fc = nn.Linear(8 * 4 * 4, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.block(self.depthwise(self.stem(x)))
-        return self.fc(x.view(x.size(0), -1))
-
-
-class InceptionLike(nn.Module):
-    """1×1, 1×1→3×3 and maxpool(3, stride 1, pad 1)→1×1 branches concatenated on channels."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.branch1 = nn.Conv2d(1, 4, 1)
-        self.branch3 = nn.Sequential(nn.Conv2d(1, 3, 1), nn.ReLU(), nn.Conv2d(3, 4, 3, padding=1))
-        self.pooled = nn.Sequential(nn.MaxPool2d(3, stride=1, padding=1), nn.Conv2d(1, 2, 1))
-        self.fc = nn.Linear(10 * 8 * 8, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        branches = [F.relu(self.branch1(x)), F.relu(self.branch3(x)), F.relu(self.pooled(x))]
-        y = torch.cat(branches, dim=1)
-        return self.fc(y.view(y.size(0), -1))
-
-
-class LogSoftmaxNet(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(1, 4, 3)
-        self.fc = nn.Linear(4 * 6 * 6, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.conv(x))
-        return F.log_softmax(self.fc(x.view(x.size(0), -1)), dim=1)
-
-
-USER_MODELS = {"mobilenet": MobileNetLike, "inception": InceptionLike,
+USER_MODELS = {"mobilenet": MobileNetV2Style, "inception": InceptionStyle,
                "log_softmax": LogSoftmaxNet}
 USER_EXPORTS = [
     pytest.param(True, {}, id="dynamo-batch1"),

@@ -7,18 +7,13 @@ import logging
 import pytest
 
 from api import job_state
-from api.store import JobRecord, ModelRecord, session_factory
+from api.store import JobRecord, ModelRecord
 from core import pipeline
 from core.errors import UnsupportedModel
 from core.progress import ProgressEvent
 from worker.tasks import execute_job
 
 SECRET_PATH = "/srv/snnconv/secret/worker_internals.py"
-
-
-@pytest.fixture
-def sessions(client):
-    return session_factory(client.app.state.engine)
 
 
 @pytest.fixture
@@ -102,6 +97,8 @@ def test_a_killed_job_names_the_stage_its_row_reached(client, settings, sessions
         run_job.on_failure(TimeLimitExceeded(5), "task-id", [job_id], {}, None)
     finally:
         get_settings.cache_clear()
-    problem = client.get(f"/v1/jobs/{job_id}").json()["error"]
+    job = client.get(f"/v1/jobs/{job_id}").json()
+    problem = job["error"]
+    assert job["status"] == "failed"
     assert (problem["code"], problem["stage"]) == ("time-limit", "calibrate")
     assert "during calibrate" in problem["detail"]

@@ -5,16 +5,11 @@ from __future__ import annotations
 import pytest
 
 from api import job_state
-from api.store import JobRecord, ModelRecord, session_factory
+from api.store import JobRecord, ModelRecord
 from core import pipeline
 from core.errors import JobCancelled
 from core.progress import ProgressEvent
 from worker.tasks import JobProgress, execute_job, job_spec
-
-
-@pytest.fixture
-def sessions(client):
-    return session_factory(client.app.state.engine)
 
 
 def _create(client, model_path, **options) -> str:
@@ -105,23 +100,3 @@ def test_progress_is_throttled_within_a_stage_and_cancel_raises(client, settings
     assert client.post(f"/v1/jobs/{job_id}/cancel").json()["cancel_requested"] is True
     with pytest.raises(JobCancelled):
         progress(ProgressEvent(stage="done", progress=1.0))
-
-
-def test_hard_time_limit_marks_the_job_failed(client, settings, sessions, digits_onnx,
-                                              monkeypatch):
-    from celery.exceptions import TimeLimitExceeded
-
-    from api.settings import get_settings
-    from worker.tasks import run_job
-
-    job_id = _create(client, digits_onnx)
-    with sessions() as session:
-        job_state.claim(session, job_id, 3)
-    monkeypatch.setenv("SNNCONV_DATA_DIR", str(settings.data_dir))
-    get_settings.cache_clear()
-    try:
-        run_job.on_failure(TimeLimitExceeded(5), "task-id", [job_id], {}, None)
-    finally:
-        get_settings.cache_clear()
-    job = client.get(f"/v1/jobs/{job_id}").json()
-    assert job["status"] == "failed" and job["error"]["code"] == "time-limit"
