@@ -30,6 +30,12 @@ def is_cq(module: nn.Module | None) -> bool:
     return isinstance(module, CQActivation)
 
 
+def is_input_coding(module: nn.Module | None) -> bool:
+    from core.train.input_coding import ICEExpand, VREncode
+
+    return isinstance(module, (VREncode, ICEExpand))
+
+
 def activation_names(gm: fx.GraphModule) -> list[str]:
     """Targets of the activation modules, in execution order."""
     return [str(n.target) for n in gm.graph.nodes if is_activation(P.module_of(gm, n))]
@@ -71,6 +77,8 @@ def _module_verdict(module: nn.Module) -> tuple[str, str]:
         return "converted", f"ReLU{bound} → integrate-and-fire neuron"
     if isinstance(module, nn.MaxPool2d):
         return "converted", "max pooling gated by accumulated spike count"
+    if is_input_coding(module):
+        return "converted", "input coding (VR / ICE): its spike counts spread over the window"
     if isinstance(module, P.BATCHNORM_MODULES):
         return "passed-through", "batch normalisation (per-channel affine)"
     if isinstance(module, LINEAR_MODULES):

@@ -10,6 +10,7 @@ max pooling a ``nn.MaxPool2d`` module.
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -199,31 +200,62 @@ def _scale_factor(gm: fx.GraphModule, node: fx.Node, source: fx.Node) -> float |
     return None
 
 
+@dataclass(frozen=True)
+class QuantiseChain:
+    """clamp(z, 0, m) → ×up → floor [→ ×down], as a graph spells floor-quantisation.
+
+    ``end``/``down`` are None when the floor's result is not rescaled on its own (ICE divides
+    the concatenation of its grids by L once).
+    """
+
+    clamp: fx.Node
+    mul: fx.Node | None  # None for ×1, which exporters fold away
+    floor: fx.Node
+    up: float
+    end: fx.Node | None = None
+    down: float | None = None
+
+
+def quantise_chain(gm: fx.GraphModule, clamp: fx.Node) -> QuantiseChain | None:
+    """The single-user chain ×up → floor (→ ÷ or ×) that follows a ClampedReLU(m) node."""
+    module = P.module_of(gm, clamp)
+    if not isinstance(module, ClampedReLU) or module.clamp_max is None:
+        return None
+    def is_floor(node: fx.Node | None) -> bool:
+        return node is not None and (P.is_function(node, P.FLOOR_FUNCTIONS)
+                                     or P.is_method(node, {"floor"}))
+
+    mul = _single_user(clamp)
+    if is_floor(mul):
+        mul, floor, up = None, mul, 1.0
+    else:
+        floor = _single_user(mul) if mul is not None else None
+        up = _scale_factor(gm, mul, clamp) if is_floor(floor) else None
+    if up is None or up <= 0:
+        return None
+    end = _single_user(floor)
+    down = _scale_factor(gm, end, floor) if end is not None else None
+    return QuantiseChain(clamp=clamp, mul=mul, floor=floor, up=up,
+                         end=end if down is not None else None, down=down)
+
+
 def recognise_cq(gm: fx.GraphModule) -> fx.GraphModule:
     """ClampedReLU(m) → ×L → floor → ÷L (the CQ activation as exported) becomes CQActivation."""
     from core.train.cq import CQActivation
 
     gm = trace(gm)
     for node in list(gm.graph.nodes):
-        clamp = P.module_of(gm, node)
-        if not isinstance(clamp, ClampedReLU) or clamp.clamp_max is None:
+        chain = quantise_chain(gm, node)
+        if chain is None or chain.down is None or abs(chain.up * chain.down - 1.0) > 1e-6:
             continue
-        mul = _single_user(node)
-        floor = _single_user(mul) if mul is not None else None
-        div = _single_user(floor) if floor is not None else None
-        if div is None or not P.is_function(floor, P.FLOOR_FUNCTIONS) \
-                and not P.is_method(floor, {"floor"}):
+        levels = round(chain.up)
+        if abs(levels - chain.up) > 1e-4:
             continue
-        up, down = _scale_factor(gm, mul, node), _scale_factor(gm, div, floor)
-        if up is None or down is None or abs(up * down - 1.0) > 1e-6 or up <= 0:
-            continue
-        levels = round(up)
-        if abs(levels - up) > 1e-4:
-            continue
-        cq = CQActivation(clamp_max=clamp.clamp_max, levels=levels)
-        _replace_with_module(gm, div, cq, node.args[0], f"{node.target}_cq")
-        for dead in (div, floor, mul, node):
-            gm.graph.erase_node(dead)
+        cq = CQActivation(clamp_max=P.module_of(gm, node).clamp_max, levels=levels)
+        _replace_with_module(gm, chain.end, cq, node.args[0], f"{node.target}_cq")
+        for dead in (chain.end, chain.floor, chain.mul, node):
+            if dead is not None:
+                gm.graph.erase_node(dead)
     return _finish(gm)
 
 
@@ -244,13 +276,25 @@ def modularise_max_pool(gm: fx.GraphModule) -> fx.GraphModule:
     return _finish(gm)
 
 
+def recognise_input_coding(gm: fx.GraphModule) -> fx.GraphModule:
+    """An ICE coding block at the input becomes one ICEExpand module (core/graph/ice.py)."""
+    from core.graph.ice import recognise_ice
+
+    return recognise_ice(gm)
+
+
 PASSES = (remove_passthrough, strip_output_softmax, fold_batchnorm, recognise_activations,
-          recognise_cq, modularise_max_pool)
+          recognise_cq, recognise_input_coding, modularise_max_pool)
 
 
-def canonicalize(model: nn.Module) -> fx.GraphModule:
-    """Run every canonicalisation pass in order; the result is in eval mode."""
+# What fine-tuning starts from: the same vocabulary, but BatchNorm and dropout kept for training.
+TRAINING_PASSES = (strip_output_softmax, recognise_activations, recognise_cq,
+                   recognise_input_coding)
+
+
+def canonicalize(model: nn.Module, passes: tuple = PASSES) -> fx.GraphModule:
+    """Run the canonicalisation ``passes`` in order; the result is in eval mode."""
     gm = trace(model).eval()
-    for graph_pass in PASSES:
+    for graph_pass in passes:
         gm = graph_pass(gm)
     return gm.eval()

@@ -15,13 +15,7 @@ from core.datasets import Split
 from core.errors import InvalidSpec
 from core.graph import patterns as P
 from core.graph.analysis import is_activation, is_cq
-from core.graph.canonicalize import (
-    canonicalize,
-    recognise_activations,
-    recognise_cq,
-    strip_output_softmax,
-    trace,
-)
+from core.graph.canonicalize import TRAINING_PASSES, canonicalize
 from core.graph.spiking import strip_leading_module
 from core.methods.context import ConversionContext
 from core.train import ICEExpand, VREncode, fit, to_cq, with_input_coding
@@ -97,19 +91,18 @@ def build_cq_network(ctx: ConversionContext) -> CQNetwork:
         m, levels = resolve_levels(window, options.clamp_max, options.levels)
     margin = resolve_surrogate_margin(window, options.surrogate_margin)
     tuning = options.finetune_epochs > 0
-    body = _finetune_start(ctx, window) if tuning else ctx.ann
-    body, _ = split_input_coding(body, found)
-    if not tuning:
-        model = trace(body)
-    elif found.is_cq:
-        model = _with_margin(body, margin)
-    else:
+    start = _finetune_start(ctx, window) if tuning else ctx.ann
+    model, uploaded_coding = split_input_coding(start, found)  # a copy of ctx's network
+    if tuning and found.is_cq:
+        _set_margin(model, margin)
+    elif tuning:
         if options.fit_scale:
-            body, _ = scale_to_clamp(body, m, levels, ctx.calibration_batches)
-        model = to_cq(body, m, levels, surrogate_margin=margin)
-    coding = _coding(options.encoding, m, levels, ctx)
-    if coding is not None:
-        model = with_input_coding(model, coding)
+            model, _ = scale_to_clamp(model, m, levels, ctx.calibration_batches)
+        model = to_cq(model, m, levels, surrogate_margin=margin)
+    coding = (uploaded_coding if options.encoding == found.coding
+              else _coding(options.encoding, m, levels, ctx))
+    if coding is not None:  # the upload's own coding: its first layer already fits it
+        model = with_input_coding(model, coding, widen=coding is not uploaded_coding)
     finetune = _finetune(ctx, model, margin) if tuning else {
         "epochs": 0, "source": "uploaded CQ model, converted as it is"}
     model = canonicalize(model).to(ctx.device).eval()
@@ -120,13 +113,11 @@ def build_cq_network(ctx: ConversionContext) -> CQNetwork:
     return network
 
 
-def _with_margin(model: fx.GraphModule, margin: float) -> fx.GraphModule:
-    """A copy whose CQ activations use the straight-through window of this job."""
-    model = trace(model)
+def _set_margin(model: fx.GraphModule, margin: float) -> None:
+    """Give the uploaded CQ activations the straight-through window of this job."""
     for module in model.modules():
         if is_cq(module):
             module.surrogate_margin = margin
-    return model
 
 
 def _finetune_start(ctx: ConversionContext, window: int) -> fx.GraphModule:
@@ -144,7 +135,7 @@ def _finetune_start(ctx: ConversionContext, window: int) -> fx.GraphModule:
         keep = window == 1
     if not keep:
         return ctx.ann
-    unfolded = recognise_cq(recognise_activations(strip_output_softmax(ctx.trainable)))
+    unfolded = canonicalize(ctx.trainable, TRAINING_PASSES)
     return with_fresh_batchnorm(unfolded, ctx.calibration_batches)
 
 

@@ -160,13 +160,15 @@ def _widened(layer: nn.Conv2d | nn.Linear, expansion: int) -> nn.Module:
     return widened
 
 
-def with_input_coding(model: fx.GraphModule, encoder: nn.Module) -> fx.GraphModule:
+def with_input_coding(model: fx.GraphModule, encoder: nn.Module,
+                      widen: bool = True) -> fx.GraphModule:
     """A new GraphModule that applies ``encoder`` to its input first.
 
     When the encoder widens the input (``encoder.expansion`` > 1, ICE), the first Conv2d or
     Linear is widened to match; at initialisation it computes approximately the original
     function (exactly the original on the mean of the expanded channels).  ``model`` is not
-    modified.
+    modified.  ``widen=False`` is for a first layer trained on the expanded input already
+    (an uploaded ICE network whose coding was split off).
     """
     graph_module = copy.deepcopy(model)
     graph = graph_module.graph
@@ -175,7 +177,7 @@ def with_input_coding(model: fx.GraphModule, encoder: nn.Module) -> fx.GraphModu
         raise UnsupportedModel(f"expected one model input, found {len(placeholders)}")
     source = placeholders[0]
     expansion = int(getattr(encoder, "expansion", 1))
-    if expansion > 1:
+    if expansion > 1 and widen:
         first = _first_weighted_layer(graph_module, source)
         layer = graph_module.get_submodule(first.target)
         graph_module.add_submodule(first.target, _widened(layer, expansion))

@@ -121,3 +121,20 @@ def test_cli_fine_tunes_a_plain_onnx_upload(tmp_path, capsys):
     assert asg["parameters"]["finetune"]["epochs"] == 1
     assert asg["top1"][-1] == pytest.approx(asg["reference_top1"])
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_exported_ice_network_reuploaded_is_detected_with_its_grids(tmp_path):
+    spec = BATTERY["lenet5-maxpool"]
+    sample = torch.from_numpy(load_dataset("digits").test.x[:1])
+    path = export(train_briefly(spec), spec, sample, tmp_path / "m.onnx", "legacy-13")
+    first = run(JobSpec(model_path=path, dataset="digits", methods=["cq-asg"], timesteps=2,
+                        eval_samples=100, device="cpu",
+                        cq={"finetune_epochs": 1, "encoding": "vr-ice", "ice_copies": 2}),
+                artifacts_dir=tmp_path)
+
+    again = run(JobSpec(model_path=tmp_path / "cq-model.onnx", dataset="digits",
+                        methods=["cq-asg"], eval_samples=100, device="cpu"))
+
+    detected = again.model.detected
+    assert (detected["coding"], detected["ice_grids"], detected["ice_copies"]) == ("vr-ice", 3, 2)
+    assert again.methods[0].top1 == first.methods[0].top1
