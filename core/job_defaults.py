@@ -18,64 +18,55 @@ DEFAULT_FINETUNE_EPOCHS = 2
 DEFAULT_ENCODING = "vr"
 
 
+GIVEN = "given in the job"
+_CODED = {"direct": "no VR/ICE coding at its input: it takes the raw pixels",
+          "vr": "VR coding found at its input", "vr-ice": "ICE coding found at its input"}
+
+
 def resolve(spec: JobSpec, found: CQDetection) -> tuple[JobSpec, dict[str, str]]:
     """``spec`` with every None default replaced, and why each value was chosen."""
+    defaults = _cq_upload_defaults(found) if found.is_cq else _general_defaults()
+    given = {"timesteps": spec.timesteps, "finetune_epochs": spec.cq.finetune_epochs,
+             "encoding": spec.cq.encoding}
+    chosen = {field: (given[field], GIVEN) if given[field] is not None else default
+              for field, default in defaults.items()}
+    values = {field: value for field, (value, _) in chosen.items()}
     if found.is_cq:
-        _require_consistent(spec, found)
-        timesteps, epochs, encoding, why = _cq_upload_defaults(spec, found)
-    else:
-        timesteps, epochs, encoding, why = _general_defaults(spec)
-    cq = spec.cq.model_copy(update={"finetune_epochs": epochs, "encoding": encoding})
-    return spec.model_copy(update={"timesteps": timesteps, "cq": cq}), why
-
-
-def _given(value, reason: str = "given in the job") -> tuple:
-    return value, reason
-
-
-def _general_defaults(spec: JobSpec) -> tuple[int, int, str, dict[str, str]]:
-    timesteps, t_why = (_given(spec.timesteps) if spec.timesteps is not None else
-                        (DEFAULT_TIMESTEPS, "default for a model that is not CQ-trained"))
-    epochs, e_why = (_given(spec.cq.finetune_epochs) if spec.cq.finetune_epochs is not None
-                     else (DEFAULT_FINETUNE_EPOCHS,
-                           "default: the upload is not CQ-trained, so the paper's methods "
-                           "fine-tune it with the CQ activation first"))
-    encoding, c_why = (_given(spec.cq.encoding) if spec.cq.encoding is not None else
-                       (DEFAULT_ENCODING, "default: the paper's VR input coding"))
-    if epochs == 0 and any(m in PAPER_METHODS for m in spec.methods):
+        _require_consistent(spec, found, values["finetune_epochs"], values["encoding"])
+    elif values["finetune_epochs"] == 0 and any(m in PAPER_METHODS for m in spec.methods):
         raise InvalidSpec("finetune_epochs = 0 needs a CQ-trained model (clamp → ×L → floor → "
                           "÷L after every layer); this upload has plain activations. Give "
                           "finetune_epochs ≥ 1 (or leave it out) to fine-tune it")
-    return timesteps, epochs, encoding, {"timesteps": t_why, "finetune_epochs": e_why,
-                                         "encoding": c_why}
+    cq = spec.cq.model_copy(update={"finetune_epochs": values["finetune_epochs"],
+                                    "encoding": values["encoding"]})
+    resolved = spec.model_copy(update={"timesteps": values["timesteps"], "cq": cq})
+    return resolved, {field: why for field, (_, why) in chosen.items()}
 
 
-def _cq_upload_defaults(spec: JobSpec, found: CQDetection) -> tuple[int, int, str, dict]:
+def _general_defaults() -> dict[str, tuple]:
+    return {
+        "timesteps": (DEFAULT_TIMESTEPS, "default for a model that is not CQ-trained"),
+        "finetune_epochs": (DEFAULT_FINETUNE_EPOCHS,
+                            "default: the upload is not CQ-trained, so the paper's methods "
+                            "fine-tune it with the CQ activation first"),
+        "encoding": (DEFAULT_ENCODING, "default: the paper's VR input coding"),
+    }
+
+
+def _cq_upload_defaults(found: CQDetection) -> dict[str, tuple]:
     shape = f"L = {found.levels}, m = {found.clamp_max:g}"
-    timesteps, t_why = (_given(spec.timesteps) if spec.timesteps is not None else
-                        (found.window, f"T = m·L = {found.window} read from the uploaded CQ "
-                                       f"graph ({shape})"))
-    epochs, e_why = (_given(spec.cq.finetune_epochs) if spec.cq.finetune_epochs is not None
-                     else (0, "the upload is already CQ-trained: converted as it is"))
-    coded = {"direct": "no VR/ICE coding at its input: it takes the raw pixels",
-             "vr": "VR coding found at its input", "vr-ice": "ICE coding found at its input"}
-    encoding, c_why = (_given(spec.cq.encoding) if spec.cq.encoding is not None else
-                       (found.coding, f"the coding the upload was trained with "
-                                      f"({coded[found.coding]})"))
-    if epochs == 0 and encoding != found.coding:
-        raise InvalidSpec(
-            f"the uploaded CQ model was trained with {found.coding} input; converting it "
-            f"with {encoding} input would feed it values it never saw. Leave the encoding "
-            f"out (or set it to {found.coding}), or fine-tune with finetune_epochs ≥ 1")
-    if found.coding == "vr-ice" and encoding != "vr-ice":
-        raise InvalidSpec("the uploaded CQ model's first layer takes ICE-expanded channels; "
-                          "only vr-ice input fits it")
-    return timesteps, epochs, encoding, {"timesteps": t_why, "finetune_epochs": e_why,
-                                         "encoding": c_why}
+    return {
+        "timesteps": (found.window,
+                      f"T = m·L = {found.window} read from the uploaded CQ graph ({shape})"),
+        "finetune_epochs": (0, "the upload is already CQ-trained: converted as it is"),
+        "encoding": (found.coding,
+                     f"the coding the upload was trained with ({_CODED[found.coding]})"),
+    }
 
 
-def _require_consistent(spec: JobSpec, found: CQDetection) -> None:
-    """A CQ graph fixes L, m and (for the paper's methods) T; a spec may not contradict it."""
+def _require_consistent(spec: JobSpec, found: CQDetection, epochs: int, encoding: str) -> None:
+    """A CQ graph fixes L, m, its input coding and (for the paper's methods) T; a spec may not
+    contradict them."""
     shape = f"L = {found.levels}, m = {found.clamp_max:g}, so T = m·L = {found.window}"
     if spec.cq.levels is not None and spec.cq.levels != found.levels:
         raise InvalidSpec(f"levels = {spec.cq.levels} contradicts the uploaded CQ graph "
@@ -89,3 +80,11 @@ def _require_consistent(spec: JobSpec, found: CQDetection) -> None:
             f"timesteps = {spec.timesteps} contradicts the uploaded CQ graph ({shape}), which "
             f"{', '.join(suite)} convert exactly at T = {found.window}; leave timesteps out "
             f"or give {found.window}")
+    if epochs == 0 and encoding != found.coding:
+        raise InvalidSpec(
+            f"the uploaded CQ model was trained with {found.coding} input; converting it "
+            f"with {encoding} input would feed it values it never saw. Leave the encoding "
+            f"out (or set it to {found.coding}), or fine-tune with finetune_epochs ≥ 1")
+    if found.coding == "vr-ice" and encoding != "vr-ice":
+        raise InvalidSpec("the uploaded CQ model's first layer takes ICE-expanded channels; "
+                          "only vr-ice input fits it")

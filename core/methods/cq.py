@@ -97,7 +97,7 @@ def build_cq_network(ctx: ConversionContext) -> CQNetwork:
         _set_margin(model, margin)
     elif tuning:
         if options.fit_scale:
-            model, _ = scale_to_clamp(model, m, levels, ctx.calibration_batches)
+            model = scale_to_clamp(model, m, levels, ctx.calibration_batches)
         model = to_cq(model, m, levels, surrogate_margin=margin)
     coding = (uploaded_coding if options.encoding == found.coding
               else _coding(options.encoding, m, levels, ctx))
@@ -176,7 +176,7 @@ def _finetune(ctx: ConversionContext, model: fx.GraphModule, margin: float) -> d
 
 def cq_parameters(cq: CQNetwork, ctx: ConversionContext) -> dict:
     return {"T": cq.window, "L": cq.levels, "m": cq.clamp_max, "encoding": ctx.spec.cq.encoding,
-            "finetune": cq.finetune, "detected": ctx.detection.describe()}
+            "finetune": cq.finetune}
 
 
 def spiking_depth(gm: fx.GraphModule) -> int:

@@ -23,6 +23,7 @@ which is linear in spike rates and converts as such.
 from __future__ import annotations
 
 import operator
+from collections import Counter
 from collections.abc import Callable, Iterator
 
 import torch
@@ -37,8 +38,10 @@ _WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Linear)
 _AFFINE_PRODUCERS = _WEIGHTED + P.BATCHNORM_MODULES
 
 
-def _called_once(gm: fx.GraphModule, target: str) -> bool:
-    return sum(1 for n in gm.graph.nodes if n.op == "call_module" and n.target == target) == 1
+def _modules_called_once(gm: fx.GraphModule) -> set[str]:
+    """Modules whose weights can be rescaled for one use: called by exactly one node."""
+    calls = Counter(str(n.target) for n in gm.graph.nodes if n.op == "call_module")
+    return {target for target, count in calls.items() if count == 1}
 
 
 def _scale_output(module: nn.Module, factor: float) -> bool:
@@ -60,20 +63,22 @@ def _insert_scaling(gm: fx.GraphModule, source: fx.Node, factor: float,
         user.replace_input_with(source, scaled)
 
 
-def _scale_activation_input(gm: fx.GraphModule, node: fx.Node, factor: float) -> None:
+def _scale_activation_input(gm: fx.GraphModule, node: fx.Node, factor: float,
+                            once: set[str]) -> None:
     producer = node.args[0]
     module = P.module_of(gm, producer)
     foldable = (isinstance(module, _AFFINE_PRODUCERS) and len(producer.users) == 1
-                and _called_once(gm, str(producer.target)))
+                and str(producer.target) in once)
     if not (foldable and _scale_output(module, factor)):
         _insert_scaling(gm, producer, factor, [node])
 
 
-def _scale_activation_output(gm: fx.GraphModule, node: fx.Node, factor: float) -> None:
+def _scale_activation_output(gm: fx.GraphModule, node: fx.Node, factor: float,
+                             once: set[str]) -> None:
     rest = []
     for user in list(node.users):
         module = P.module_of(gm, user)
-        if isinstance(module, _WEIGHTED) and _called_once(gm, str(user.target)):
+        if isinstance(module, _WEIGHTED) and str(user.target) in once:
             with torch.no_grad():
                 module.weight.mul_(factor)
         else:
@@ -118,27 +123,25 @@ def least_loss_level(values: torch.Tensor, clamp_max: float, levels: int) -> flo
 
 
 def scale_to_clamp(model: nn.Module, clamp_max: float, levels: int,
-                   batches: Callable[[], Iterator[torch.Tensor]]
-                   ) -> tuple[fx.GraphModule, dict[str, float]]:
-    """A rescaled copy of ``model`` and the λ_l chosen per activation (see the module doc).
+                   batches: Callable[[], Iterator[torch.Tensor]]) -> fx.GraphModule:
+    """A copy of ``model`` rescaled to the clamp (see the module doc).
 
     Activations that never fired in calibration are left as they are.
     """
     gm = recognise_activations(model)
     nodes = [n for n in gm.graph.nodes if isinstance(P.module_of(gm, n), ClampedReLU)]
     samples = _activation_samples(gm, [str(n.target) for n in nodes], batches)
-    used = {}
+    once = _modules_called_once(gm)
     for node in nodes:
         level = least_loss_level(samples[str(node.target)], clamp_max, levels)
         if level <= 0:
             continue
         factor = clamp_max / level
-        _scale_activation_input(gm, node, factor)
-        _scale_activation_output(gm, node, 1.0 / factor)
+        _scale_activation_input(gm, node, factor, once)
+        _scale_activation_output(gm, node, 1.0 / factor, once)
         activation = P.module_of(gm, node)
         if activation.clamp_max is not None:
             activation.clamp_max *= factor
-        used[str(node.target)] = level
     gm.graph.lint()
     gm.recompile()
-    return gm, used
+    return gm
