@@ -172,12 +172,12 @@ def _row(result: MethodResult, points: list[int], ann_energy_uj: float) -> str:
 
 
 def _same_evaluation(reports: tuple[Report, ...]) -> None:
-    first = reports[0]
-    for other in reports[1:]:
-        if (other.dataset.name, other.dataset.eval_samples, other.ann.top1, other.ann.macs) != (
-                first.dataset.name, first.dataset.eval_samples, first.ann.top1, first.ann.macs):
-            raise ValueError("one table compares methods on the same ANN and the same test "
-                             "images; these reports differ in dataset, samples or ANN")
+    def evaluation(report: Report) -> tuple:
+        return report.dataset.name, report.dataset.eval_samples, report.ann.top1, report.ann.macs
+
+    if len({evaluation(report) for report in reports}) > 1:
+        raise ValueError("one table compares methods on the same ANN and the same test "
+                         "images; these reports differ in dataset, samples or ANN")
 
 
 def accuracy_table(*reports: Report) -> str:

@@ -63,7 +63,7 @@ class JobProgress:
     def stage(self) -> str:
         """The last stage the job reached (a stage change is always written, so the row's
         ``stage`` says the same)."""
-        return self._stage or FIRST_STAGE
+        return failed_stage(self._stage)
 
 
 def failed_stage(stored: str | None) -> str:
