@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Literal
 
-from api import storage
+from api import files
 from core.errors import ModelRejected
 from core.ingest.onnx_external import plain_name_problem
 
@@ -60,7 +60,7 @@ def unpack(path: Path, dest: Path, limit_bytes: int) -> list[str]:
             budget = limit_bytes
             for member in members:
                 with member.open() as source:
-                    budget -= storage.copy_named(source, dest / member.name, budget).size_bytes
+                    budget -= files.copy_named(source, dest / member.name, budget).size_bytes
     except (zipfile.BadZipFile, tarfile.TarError, EOFError) as err:
         raise ModelRejected(f"the archive is truncated or corrupt ({err})",
                             code="truncated") from None
@@ -91,7 +91,7 @@ def _check_members(members: list[Member], limit_bytes: int) -> None:
             raise _refuse(f"archive member {member.name!r} appears twice")
         seen.add(member.name)
     if sum(member.size for member in members) > limit_bytes:
-        raise storage.upload_too_large(limit_bytes)
+        raise files.upload_too_large(limit_bytes)
 
 
 def _require_few(count: int) -> None:

@@ -1,7 +1,10 @@
 """``snnconv serve``, ``snnconv worker`` and ``snnconv migrate``.
 
 ``core.cli`` imports :func:`add_service_commands` lazily, so core never depends on the
-service; ``python -m api.cli`` runs the same commands on its own.
+service; ``python -m api.cli`` runs the same commands on its own.  Each command imports what
+it runs when it runs, so building the parser (for every ``snnconv`` command) stays cheap.  The
+worker is started by its Celery app's name, as Compose starts it: ``api`` never imports
+``worker``.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import sys
 from pathlib import Path
 
 WORKER_STOP_TIMEOUT_S = 15
+WORKER_APP = "worker.celery_app"
 
 
 def _apply_overrides(data_dir: Path | None) -> None:
@@ -36,11 +40,16 @@ def worker_arguments(concurrency: int | None = None, loglevel: str = "INFO",
     return arguments + (["--pool", pool] if pool else [])
 
 
+def celery_arguments(concurrency: int | None = None, loglevel: str = "INFO",
+                     pool: str | None = None) -> list[str]:
+    """``celery``'s arguments that run a worker of the worker's app (as Compose runs it)."""
+    return ["-A", WORKER_APP, *worker_arguments(concurrency, loglevel, pool)]
+
+
 def worker_command(concurrency: int | None = None, loglevel: str = "INFO",
                    pool: str | None = None) -> list[str]:
     """The worker process's command line (the Compose worker runs the same thing)."""
-    return [sys.executable, "-m", "celery", "-A", "worker.celery_app",
-            *worker_arguments(concurrency, loglevel, pool)]
+    return [sys.executable, "-m", "celery", *celery_arguments(concurrency, loglevel, pool)]
 
 
 def serve(host: str = "127.0.0.1", port: int = 8000, *, with_worker: bool | None = None,
@@ -48,9 +57,9 @@ def serve(host: str = "127.0.0.1", port: int = 8000, *, with_worker: bool | None
     """Run the API with uvicorn; with no REDIS_URL also a Celery worker on the embedded broker."""
     import uvicorn
 
+    from api.db import make_engine, migrate
     from api.main import create_app
     from api.settings import get_settings
-    from api.store import make_engine, migrate
 
     _apply_overrides(data_dir)
     settings = get_settings()
@@ -94,15 +103,16 @@ def run_worker(concurrency: int | None = None, loglevel: str = "INFO",
     """Run a Celery worker for the configured broker in this process (blocks)."""
     _apply_overrides(data_dir)
     os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
-    from worker.celery_app import app
+    from celery.bin.celery import celery
 
-    app.worker_main(worker_arguments(concurrency, loglevel, pool))
+    celery.main(celery_arguments(concurrency, loglevel, pool), prog_name="celery",
+                standalone_mode=False)
 
 
 def run_migrations(data_dir: Path | None = None) -> None:
     """Create or upgrade the job store's schema."""
+    from api.db import make_engine, migrate
     from api.settings import get_settings
-    from api.store import make_engine, migrate
 
     _apply_overrides(data_dir)
     migrate(make_engine(get_settings().sqlalchemy_url))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -9,12 +10,12 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 
+from api.db import make_engine, migrate, session_factory
 from api.problems import install_problem_handlers
+from api.queue import create_celery
 from api.routes import datasets, health, jobs, models
 from api.settings import Settings, get_settings
-from api.store import make_engine, migrate, session_factory
-
-API_PREFIX = "/v1"
+from api.urls import API_PREFIX
 
 
 def unique_operation_id(route: APIRoute) -> str:
@@ -25,8 +26,8 @@ def unique_operation_id(route: APIRoute) -> str:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The service for ``settings`` (the environment's when omitted)."""
     settings = settings or get_settings()
-    from worker.celery_app import create_celery  # no torch: only the client side of Celery
-
+    # Any torch.load in this process (an upload's pre-flight) refuses pickled code, as in a worker.
+    os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
     engine = make_engine(settings.sqlalchemy_url)
 
     @asynccontextmanager

@@ -8,8 +8,8 @@ from typing import Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from api.db import JobStatus
 from api.problems import Problem
-from api.store import JobStatus
 from core.preflight import PreflightReport
 from core.spec import JobSpec
 

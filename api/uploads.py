@@ -16,13 +16,13 @@ from pathlib import Path
 
 from fastapi import UploadFile
 
-from api import archives, storage
+from api import archives, files
 from core.errors import ModelRejected
 from core.ingest import self_contained_onnx
 from core.ingest.onnx_external import plain_name_problem
 
 MAX_PARTS = archives.MAX_MEMBERS
-SELF_CONTAINED_NAME = f"{storage.MODEL_STEM}.onnx"
+SELF_CONTAINED_NAME = f"{files.MODEL_STEM}.onnx"
 _PAIR_EXAMPLE = "-F file=@m.onnx -F file=@m.onnx.data"
 
 
@@ -30,27 +30,27 @@ _PAIR_EXAMPLE = "-F file=@m.onnx -F file=@m.onnx.data"
 class PreparedModel:
     """The file to store (inside the upload's private folder) and the name the client gave."""
 
-    staged: storage.StagedUpload
+    staged: files.StagedUpload
     filename: str | None
 
 
 async def _chunks(upload: UploadFile) -> AsyncIterator[bytes]:
-    while chunk := await upload.read(storage.CHUNK_BYTES):
+    while chunk := await upload.read(files.CHUNK_BYTES):
         yield chunk
 
 
-async def prepare_model(files: list[UploadFile], folder: Path,
+async def prepare_model(parts: list[UploadFile], folder: Path,
                         limit_bytes: int) -> PreparedModel:
     """Stage the upload's parts in ``folder`` and return the one file to pre-flight and keep."""
-    if len(files) > MAX_PARTS:
-        raise ModelRejected(f"the upload has {len(files)} files, more than {MAX_PARTS}; send the "
+    if len(parts) > MAX_PARTS:
+        raise ModelRejected(f"the upload has {len(parts)} files, more than {MAX_PARTS}; send the "
                             ".onnx file and its data files only", code="upload-parts")
-    if len(files) > 1:
-        names = await _stage_parts(files, folder / "parts", limit_bytes)
+    if len(parts) > 1:
+        names = await _stage_parts(parts, folder / "parts", limit_bytes)
         return await _internalised(folder, folder / "parts", names, limit_bytes)
-    single = files[0]
-    staged = await storage.stage_upload(_chunks(single), folder,
-                                        storage.safe_suffix(single.filename), limit_bytes)
+    single = parts[0]
+    staged = await files.stage_upload(_chunks(single), folder,
+                                      files.safe_suffix(single.filename), limit_bytes)
     if not await asyncio.to_thread(archives.is_archive, staged.path):
         return PreparedModel(staged, single.filename)
     members = await asyncio.to_thread(archives.unpack, staged.path, folder / "members",
@@ -58,17 +58,17 @@ async def prepare_model(files: list[UploadFile], folder: Path,
     return await _internalised(folder, folder / "members", members, limit_bytes)
 
 
-async def _stage_parts(files: list[UploadFile], dest: Path, limit_bytes: int) -> list[str]:
+async def _stage_parts(parts: list[UploadFile], dest: Path, limit_bytes: int) -> list[str]:
     """Each part under its own plain name; the total of all parts within the cap."""
-    names = [_part_name(upload.filename) for upload in files]
+    names = [_part_name(upload.filename) for upload in parts]
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
         raise ModelRejected(f"the upload has several files named {duplicates}; send each file "
                             "once", code="upload-name")
     dest.mkdir()
     budget = limit_bytes
-    for upload, name in zip(files, names, strict=True):
-        budget -= (await storage.stage_named(_chunks(upload), dest / name, budget)).size_bytes
+    for upload, name in zip(parts, names, strict=True):
+        budget -= (await files.stage_named(_chunks(upload), dest / name, budget)).size_bytes
     return names
 
 
@@ -98,4 +98,4 @@ async def _internalised(folder: Path, directory: Path, names: list[str],
     """Read the .onnx with its external data from the upload's own files; keep one file."""
     name = _the_onnx_name(names)
     data = await asyncio.to_thread(self_contained_onnx, directory / name, max_bytes=limit_bytes)
-    return PreparedModel(storage.write_new(data, folder / SELF_CONTAINED_NAME), name)
+    return PreparedModel(files.write_new(data, folder / SELF_CONTAINED_NAME), name)

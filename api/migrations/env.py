@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from alembic import context
 
-from api.store import Base
+from api.db import Base, make_engine
+from api.settings import get_settings
 
 target_metadata = Base.metadata
 
@@ -22,9 +23,6 @@ def run_migrations_online() -> None:
         _run(connection)
         return
     # Plain `alembic -c api/alembic.ini upgrade head`: take the URL from the service settings.
-    from api.settings import get_settings
-    from api.store import make_engine
-
     with make_engine(get_settings().sqlalchemy_url).begin() as own_connection:
         _run(own_connection)
 

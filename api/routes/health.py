@@ -6,10 +6,10 @@ import asyncio
 
 from fastapi import APIRouter, Request
 
+from api.db import ping
 from api.deps import CeleryDep
 from api.problems import Problem, make_problem, problem_response
 from api.schemas import Health
-from api.store import ping
 
 router = APIRouter(tags=["health"])
 

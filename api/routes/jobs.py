@@ -6,16 +6,16 @@ from fastapi import APIRouter, Response, status
 from fastapi.responses import FileResponse
 from sqlalchemy import func, select
 
-from api import job_state, storage
+from api import files, job_state
+from api.db import JobRecord, JobStatus
 from api.deps import CeleryDep, SessionDep, SettingsDep
+from api.lookups import get_job_or_404, get_model_or_404, model_file, require_dataset
 from api.problems import Problem, ProblemError, make_problem
-from api.routes.datasets import require_dataset
-from api.routes.models import get_model_or_404
+from api.queue import TASK_NAME
 from api.schemas import JobAccepted, JobCreate, JobPublic, ListPublic, build_spec, job_options
-from api.store import JobRecord, JobStatus
-from worker.celery_app import TASK_NAME
+from api.urls import JOBS_PREFIX, job_url
 
-router = APIRouter(prefix="/jobs", tags=["jobs"])
+router = APIRouter(prefix=JOBS_PREFIX, tags=["jobs"])
 
 PROBLEM_RESPONSES = {
     404: {"model": Problem, "description": "no such job (or model)"},
@@ -41,14 +41,6 @@ REPORT_FILES = {
 }
 
 
-def get_job_or_404(session, job_id: str) -> JobRecord:
-    job = session.get(JobRecord, job_id)
-    if job is None:
-        raise ProblemError(404, "job-not-found", "Job not found",
-                           f"no job with id {job_id!r}; list them with GET /v1/jobs")
-    return job
-
-
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobAccepted,
              responses=PROBLEM_RESPONSES)
 def create_job(job_in: JobCreate, response: Response, session: SessionDep,
@@ -58,20 +50,19 @@ def create_job(job_in: JobCreate, response: Response, session: SessionDep,
     require_dataset(job_in.dataset, settings)
     options = job_options(job_in)
     # Fail now, not in the worker, when the options are inconsistent (e.g. mean without std).
-    build_spec(options, storage.model_dir(settings.uploads_dir, model.id) / model.filename,
-               model.arch, settings.datasets_dir)
+    build_spec(options, model_file(settings.uploads_dir, model), model.arch,
+               settings.datasets_dir)
     job = JobRecord(model_id=model.id, options=options, status=JobStatus.queued, stage="queued")
     session.add(job)
     session.commit()
     try:
         celery.send_task(TASK_NAME, args=[job.id], queue=settings.queue)
     except Exception as error:  # noqa: BLE001 - any broker failure means the job can't run
-        detail = f"the job could not be queued: {type(error).__name__}: {error}"
-        job_state.fail(session, job.id, make_problem(
-            503, "broker-unavailable", "Broker unavailable", detail,
-            f"/v1/jobs/{job.id}").model_dump(exclude_none=True))
-        raise ProblemError(503, "broker-unavailable", "Broker unavailable", detail) from error
-    response.headers["Location"] = f"/v1/jobs/{job.id}"
+        problem = make_problem(503, "broker-unavailable", "Broker unavailable",
+                               f"the job could not be queued: {type(error).__name__}: {error}")
+        job_state.fail(session, job.id, problem)
+        raise ProblemError(problem.status, problem.code, problem.title, problem.detail) from error
+    response.headers["Location"] = job_url(job.id)
     return {"id": job.id, "status": job.status}
 
 
@@ -114,7 +105,7 @@ def _report_file(session, settings, job_id: str, filename: str,
     if job.status is not JobStatus.succeeded:
         raise ProblemError(409, "report-not-ready", "Report not ready",
                            f"the job is {job.status.value}; reports exist once it succeeded")
-    path = storage.job_dir(settings.results_dir, job_id) / filename
+    path = files.job_dir(settings.results_dir, job_id) / filename
     if not path.is_file():
         hint = ("only jobs with a cq-* method produce a CQ network"
                 if filename.startswith("cq-model") else "it is not on the server's data volume")

@@ -8,11 +8,12 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Request, Response, UploadFile, status
 from sqlalchemy import func, select
 
-from api import storage, uploads
+from api import files, uploads
+from api.db import JobRecord, JobStatus, ModelRecord, new_id
 from api.deps import SessionDep, SettingsDep
+from api.lookups import get_model_or_404
 from api.problems import Problem, ProblemError
 from api.schemas import ListPublic, ModelPublic
-from api.store import JobRecord, JobStatus, ModelRecord, new_id
 
 router = APIRouter(prefix="/models", tags=["models"])
 
@@ -29,15 +30,7 @@ PROBLEM_RESPONSES = {
 def _refuse_oversized_request(request: Request, limit_bytes: int) -> None:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit_bytes + MULTIPART_OVERHEAD_BYTES:
-        raise storage.upload_too_large(limit_bytes)
-
-
-def get_model_or_404(session, model_id: str) -> ModelRecord:
-    model = session.get(ModelRecord, model_id)
-    if model is None:
-        raise ProblemError(404, "model-not-found", "Model not found",
-                           f"no model with id {model_id!r}; list them with GET /v1/models")
-    return model
+        raise files.upload_too_large(limit_bytes)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=ModelPublic,
@@ -59,12 +52,12 @@ async def upload(
     from core import pipeline  # torch is imported on first upload, not at start-up
 
     _refuse_oversized_request(request, settings.max_upload_bytes)
-    with storage.private_folder(settings.uploads_dir) as folder:
+    with files.private_folder(settings.uploads_dir) as folder:
         prepared = await uploads.prepare_model(file, folder, settings.max_upload_bytes)
         staged = prepared.staged
         report = await asyncio.to_thread(pipeline.inspect, staged.path, arch or None)
         model_id = new_id()
-        final = storage.accept_upload(staged, storage.model_dir(settings.uploads_dir, model_id))
+        final = files.accept_upload(staged, files.model_dir(settings.uploads_dir, model_id))
     record = ModelRecord(
         id=model_id, name=name or prepared.filename or model_id, filename=final.name,
         format=report.format, arch=arch or None, input_shape=list(report.input_shape),
@@ -74,7 +67,7 @@ async def upload(
         session.add(record)
         session.commit()
     except BaseException:
-        storage.remove_tree(final.parent)
+        files.remove_tree(final.parent)
         raise
     return record
 
@@ -109,5 +102,5 @@ def delete_model(model_id: str, session: SessionDep, settings: SettingsDep) -> R
                            f"{busy} unfinished job(s) use this model; cancel them or wait")
     session.delete(model)
     session.commit()
-    storage.remove_tree(storage.model_dir(settings.uploads_dir, model_id))
+    files.remove_tree(files.model_dir(settings.uploads_dir, model_id))
     return Response(status_code=status.HTTP_204_NO_CONTENT)

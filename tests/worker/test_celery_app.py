@@ -6,8 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from api.queue import TASK_NAME, create_celery
 from api.settings import Settings
-from worker.celery_app import TASK_NAME, create_celery
 
 ROOT = Path(__file__).resolve().parents[2]
 

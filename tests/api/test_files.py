@@ -7,7 +7,7 @@ import hashlib
 
 import pytest
 
-from api import storage
+from api import files
 from core.errors import ModelRejected
 
 
@@ -17,14 +17,14 @@ async def _aiter(chunks):
 
 
 def _stage(chunks, directory, limit):
-    return asyncio.run(storage.stage_upload(_aiter(chunks), directory, ".onnx", limit))
+    return asyncio.run(files.stage_upload(_aiter(chunks), directory, ".onnx", limit))
 
 
 def test_stage_then_accept_moves_the_file_atomically(tmp_path):
     staged = _stage([b"abc", b"def"], tmp_path / "up", limit=10)
     assert staged.size_bytes == 6
     assert staged.sha256 == hashlib.sha256(b"abcdef").hexdigest()
-    final = storage.accept_upload(staged, tmp_path / "up" / "m1")
+    final = files.accept_upload(staged, tmp_path / "up" / "m1")
     assert final.read_bytes() == b"abcdef"
     assert final.name == "model.onnx"
     assert sorted(p.name for p in (tmp_path / "up").iterdir()) == ["m1"]
@@ -49,4 +49,4 @@ def test_empty_upload_is_refused_and_removed(tmp_path):
      (None, ""), ("a.b c", ""), ("model", "")],
 )
 def test_safe_suffix(filename, suffix):
-    assert storage.safe_suffix(filename) == suffix
+    assert files.safe_suffix(filename) == suffix

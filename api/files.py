@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from core.errors import ModelRejected
+from core.errors import ModelRejected, TooLarge
 
 CHUNK_BYTES = 1 << 20
 _SAFE_SUFFIX = re.compile(r"^\.[A-Za-z0-9]{1,16}$")
@@ -42,10 +42,10 @@ def safe_suffix(filename: str | None) -> str:
     return suffix if _SAFE_SUFFIX.match(suffix) else ""
 
 
-def upload_too_large(limit_bytes: int) -> ModelRejected:
-    return ModelRejected(
+def upload_too_large(limit_bytes: int) -> TooLarge:
+    return TooLarge(
         f"the upload exceeds the limit of {limit_bytes // (1024 * 1024)} MiB; raise "
-        "SNNCONV_MAX_UPLOAD_MB on the server or upload a smaller model", code="too-large")
+        "SNNCONV_MAX_UPLOAD_MB on the server or upload a smaller model")
 
 
 class _Sink:

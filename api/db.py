@@ -1,4 +1,4 @@
-"""The job store: SQL tables for uploaded models and jobs (SQLite by default, PostgreSQL too).
+"""The database: SQL tables for uploaded models and jobs (SQLite by default, PostgreSQL too).
 
 Job state lives here, never only in Celery, so a restarted broker or worker loses nothing the
 user can see.  The schema is created and upgraded by Alembic (``api/migrations``).

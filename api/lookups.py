@@ -1,0 +1,58 @@
+"""Lookups the routes and the worker share: a stored model, job or dataset, or a problem.
+
+Routes import these instead of importing each other; the worker reads a model's file path here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy.orm import Session
+
+from api import files
+from api.db import JobRecord, ModelRecord
+from api.problems import ProblemError
+from api.settings import Settings
+from core.datasets import DatasetStatus, catalog
+from core.errors import DatasetUnavailable
+
+
+def get_model_or_404(session: Session, model_id: str) -> ModelRecord:
+    model = session.get(ModelRecord, model_id)
+    if model is None:
+        raise ProblemError(404, "model-not-found", "Model not found",
+                           f"no model with id {model_id!r}; list them with GET /v1/models")
+    return model
+
+
+def get_job_or_404(session: Session, job_id: str) -> JobRecord:
+    job = session.get(JobRecord, job_id)
+    if job is None:
+        raise ProblemError(404, "job-not-found", "Job not found",
+                           f"no job with id {job_id!r}; list them with GET /v1/jobs")
+    return job
+
+
+def model_file(uploads_dir: Path, model: ModelRecord) -> Path:
+    """Where an uploaded model's file is stored."""
+    return files.model_dir(uploads_dir, model.id) / model.filename
+
+
+def known_datasets(settings: Settings) -> dict[str, DatasetStatus]:
+    return {entry.name: entry for entry in catalog(settings.datasets_dir)}
+
+
+def unknown_dataset_detail(name: str, known: dict[str, DatasetStatus]) -> str:
+    return f"no dataset named {name!r}; known: {', '.join(sorted(known))}"
+
+
+def require_dataset(name: str, settings: Settings) -> DatasetStatus:
+    """The catalog entry a job asks for; a 422 problem when unknown or its files are missing."""
+    known = known_datasets(settings)
+    if name not in known:
+        raise DatasetUnavailable(unknown_dataset_detail(name, known), code="unknown-dataset")
+    if not known[name].available:
+        raise DatasetUnavailable(
+            f"dataset {name!r} is registered but its files are not in the server's dataset "
+            "directory (SNNCONV_DATASETS_DIR); see GET /v1/datasets for what is available")
+    return known[name]
