@@ -1,7 +1,8 @@
 """Job state transitions, shared by the API (create, cancel) and the worker (claim, finish).
 
 Every transition is one conditional UPDATE, so the API and a worker racing on the same job
-(cancel while it starts, a redelivered message) cannot both win.
+(cancel while it starts, a redelivered message) cannot both win.  :func:`fail` is the one way
+a job fails: it stores the problem document with the job's URL as its ``instance``.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from enum import Enum
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from api.store import FINISHED, JobRecord, JobStatus, utcnow
+from api.db import FINISHED, JobRecord, JobStatus, utcnow
+from api.problems import Problem
+from api.urls import job_url
 
 
 class Claim(Enum):
@@ -65,10 +68,12 @@ def succeed(session: Session, job_id: str, final_top1: dict[str, list[float]]) -
                        partial_top1=final_top1)
 
 
-def fail(session: Session, job_id: str, problem: dict) -> bool:
+def fail(session: Session, job_id: str, problem: Problem) -> bool:
+    """Mark the job failed with ``problem``, whose ``instance`` becomes the job's URL."""
+    problem = problem.model_copy(update={"instance": job_url(job_id)})
     return _transition(session, job_id, {JobStatus.queued, JobStatus.running},
-                       status=JobStatus.failed, error=problem, finished_at=utcnow(),
-                       message=problem.get("detail", "")[:500])
+                       status=JobStatus.failed, error=problem.model_dump(exclude_none=True),
+                       finished_at=utcnow(), message=problem.detail[:500])
 
 
 def mark_cancelled(session: Session, job_id: str) -> bool:

@@ -15,12 +15,12 @@ from core.errors import (
     InvalidSpec,
     ModelRejected,
     SnnconvError,
+    TooLarge,
     UnsupportedModel,
     one_line,
 )
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
-TOO_LARGE_CODE = "too-large"
 
 
 class Problem(BaseModel):
@@ -69,7 +69,7 @@ def problem_from_error(error: SnnconvError, instance: str | None = None,
 
 def status_for(error: SnnconvError) -> int:
     """HTTP status of a core error: the user's input was understood but cannot be used."""
-    if isinstance(error, ModelRejected) and error.code == TOO_LARGE_CODE:
+    if isinstance(error, TooLarge):
         return 413
     if isinstance(error, ModelRejected | UnsupportedModel | DatasetUnavailable | InvalidSpec):
         return 422

@@ -31,6 +31,12 @@ class ModelRejected(SnnconvError):
     title = "Model file rejected"
 
 
+class TooLarge(ModelRejected):
+    """The upload, or the data a model file declares, is over a size limit (HTTP 413)."""
+
+    code = "too-large"
+
+
 class UnsupportedModel(SnnconvError):
     """The model loaded but cannot be converted (e.g. unsupported ops, no activations)."""
 

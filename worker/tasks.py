@@ -14,14 +14,17 @@ from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from sqlalchemy.orm import sessionmaker
 
-from api import job_state, storage
+from api import files, job_state
+from api.db import JobRecord, ModelRecord, engine_for, session_factory
+from api.lookups import model_file
 from api.problems import Problem, make_problem, problem_from_error
+from api.queue import TASK_NAME
 from api.schemas import build_spec
 from api.settings import Settings, get_settings
-from api.store import JobRecord, ModelRecord, engine_for, session_factory
+from api.urls import job_url
 from core.errors import JobCancelled, SnnconvError
 from core.progress import ProgressEvent
-from worker.celery_app import TASK_NAME, app
+from worker.celery_app import app
 
 if TYPE_CHECKING:
     from core.spec import JobSpec
@@ -71,13 +74,13 @@ def failed_stage(stored: str | None) -> str:
     return stored if stored and stored != "queued" else FIRST_STAGE
 
 
-def unexpected_problem(error: BaseException, stage: str, instance: str) -> Problem:
+def unexpected_problem(error: BaseException, stage: str) -> Problem:
     """A 500 problem for a failure that is not the user's: it names the stage and the error's
     type, not its message, which may hold server paths; the traceback goes to the log."""
     return make_problem(
         500, "internal-error", "Job failed unexpectedly",
         f"the worker failed unexpectedly during {stage} ({type(error).__name__}); "
-        "the error is in the worker's log", instance, stage=stage)
+        "the error is in the worker's log", stage=stage)
 
 
 def job_spec(session, job: JobRecord, settings: Settings) -> JobSpec:
@@ -86,8 +89,8 @@ def job_spec(session, job: JobRecord, settings: Settings) -> JobSpec:
     if model is None:
         raise SnnconvError("the job's model was deleted before the job ran; upload it again",
                            code="model-deleted")
-    model_path = storage.model_dir(settings.uploads_dir, model.id) / model.filename
-    return build_spec(job.options, model_path, model.arch, settings.datasets_dir)
+    return build_spec(job.options, model_file(settings.uploads_dir, model), model.arch,
+                      settings.datasets_dir)
 
 
 def execute_job(job_id: str, settings: Settings, sessions: sessionmaker) -> str:
@@ -105,48 +108,41 @@ def execute_job(job_id: str, settings: Settings, sessions: sessionmaker) -> str:
                 500, "attempts-exhausted", "Job failed repeatedly",
                 f"the worker was lost more than {settings.max_attempts} times while running "
                 f"this job, last during {stage} (out of memory?); try fewer samples or a "
-                "smaller batch_size", f"/v1/jobs/{job_id}", stage=stage
-            ).model_dump(exclude_none=True))
+                "smaller batch_size", stage=stage))
             return "failed"
         job = session.get(JobRecord, job_id)
     return _run(job, settings, sessions)
 
 
 def _run(job: JobRecord, settings: Settings, sessions: sessionmaker) -> str:
-    instance = f"/v1/jobs/{job.id}"
     progress = JobProgress(sessions, job.id, settings.progress_interval_s)
     try:
         from core import pipeline  # imports torch: only ever inside the task
 
         with sessions() as session:
             spec = job_spec(session, job, settings)
-        results = storage.job_dir(settings.results_dir, job.id)
-        results.mkdir(parents=True, exist_ok=True)
-        report = pipeline.run(spec, progress, artifacts_dir=results)
-        from core.report import write_report_files
-
-        write_report_files(report, results)
+        report = pipeline.run_into(spec, files.job_dir(settings.results_dir, job.id), progress)
     except JobCancelled:
         with sessions() as session:
             job_state.mark_cancelled(session, job.id)
         return "cancelled"
     except SnnconvError as error:
-        problem = problem_from_error(error, instance, stage=progress.stage)
+        problem = problem_from_error(error, stage=progress.stage)
     except SoftTimeLimitExceeded:
         problem = make_problem(
             500, "time-limit", "Job ran out of time",
             f"the job ran longer than {settings.soft_time_limit_s} s (during {progress.stage}); "
-            "use fewer timesteps or eval_samples, or raise SNNCONV_SOFT_TIME_LIMIT_S", instance,
+            "use fewer timesteps or eval_samples, or raise SNNCONV_SOFT_TIME_LIMIT_S",
             stage=progress.stage)
     except Exception as error:  # noqa: BLE001 - any other failure is recorded on the job
         log.exception("job %s failed during %s", job.id, progress.stage)
-        problem = unexpected_problem(error, progress.stage, instance)
+        problem = unexpected_problem(error, progress.stage)
     else:
         with sessions() as session:
             job_state.succeed(session, job.id, {m.method: m.top1 for m in report.methods})
         return "succeeded"
     with sessions() as session:
-        job_state.fail(session, job.id, problem.model_dump(exclude_none=True))
+        job_state.fail(session, job.id, problem)
     return "failed"
 
 
@@ -163,21 +159,19 @@ class JobTask(Task):
         with sessions() as session:
             job = session.get(JobRecord, job_id)
             stage = failed_stage(job.stage if job is not None else None)
-            job_state.fail(session, job_id, _escaped_problem(
-                exc, stage, settings, f"/v1/jobs/{job_id}").model_dump(exclude_none=True))
+            job_state.fail(session, job_id, _escaped_problem(exc, stage, settings, job_id))
 
 
 def _escaped_problem(exc: BaseException, stage: str, settings: Settings,
-                     instance: str) -> Problem:
+                     job_id: str) -> Problem:
     """The problem for a failure that escaped the task body (see JobTask.on_failure)."""
     if isinstance(exc, TimeLimitExceeded):
         return make_problem(
             500, "time-limit", "Job ran out of time",
             f"the job was killed after {settings.hard_time_limit_s} s (during {stage}); use "
-            "fewer timesteps or eval_samples, or raise SNNCONV_HARD_TIME_LIMIT_S", instance,
-            stage=stage)
-    log.error("job %s failed during %s", instance, stage, exc_info=exc)
-    return unexpected_problem(exc, stage, instance)
+            "fewer timesteps or eval_samples, or raise SNNCONV_HARD_TIME_LIMIT_S", stage=stage)
+    log.error("job %s failed during %s", job_url(job_id), stage, exc_info=exc)
+    return unexpected_problem(exc, stage)
 
 
 @app.task(name=TASK_NAME, base=JobTask, ignore_result=True)

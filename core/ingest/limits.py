@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from core.errors import ModelRejected
+from core.errors import TooLarge
 
 DEFAULT_MAX_BYTES = 512 * 1024 * 1024
 """Default cap on a model file and on the tensors it declares (512 MiB)."""
@@ -16,10 +16,9 @@ def mib(size: int) -> str:
 def require_within_cap(declared: int, max_bytes: int, what: str) -> None:
     """Refuse ``what`` when it declares more than ``max_bytes`` bytes of tensor data."""
     if declared > max_bytes:
-        raise ModelRejected(
+        raise TooLarge(
             f"{what} declares {mib(declared)} of tensor data, over the {mib(max_bytes)} limit; "
             "upload a smaller model",
-            code="too-large",
             details={"declared_bytes": declared, "max_bytes": max_bytes},
         )
 
@@ -27,8 +26,7 @@ def require_within_cap(declared: int, max_bytes: int, what: str) -> None:
 def require_file_within_cap(size: int, max_bytes: int) -> None:
     """Refuse files larger than the cap before reading them."""
     if size > max_bytes:
-        raise ModelRejected(
+        raise TooLarge(
             f"the file is {mib(size)}, over the {mib(max_bytes)} limit",
-            code="too-large",
             details={"file_bytes": size, "max_bytes": max_bytes},
         )

@@ -14,7 +14,7 @@ import onnx
 from onnx import ModelProto, NodeProto, TensorProto, ValueInfoProto
 from torch import fx
 
-from core.errors import ModelRejected
+from core.errors import ModelRejected, TooLarge
 from core.graph.rectifiers import rectifier_advice
 from core.ingest.onnx_context import Handler, ImportContext
 from core.ingest.onnx_elementwise import ELEMENTWISE_HANDLERS
@@ -142,7 +142,7 @@ def _sample_shape(model_input: ValueInfoProto, max_bytes: int) -> tuple[int, ...
             code="unsupported-io",
         )
     if 4 * math.prod(sample) > max_bytes:
-        raise ModelRejected("one input sample would exceed the memory cap", code="too-large")
+        raise TooLarge("one input sample would exceed the memory cap")
     return sample
 
 

@@ -6,7 +6,8 @@ import pytest
 from sqlalchemy import inspect
 
 from api import job_state
-from api.store import JobRecord, JobStatus, make_engine, migrate, session_factory
+from api.db import JobRecord, JobStatus, make_engine, migrate, session_factory
+from api.problems import make_problem
 
 
 @pytest.fixture
@@ -75,7 +76,7 @@ def test_finished_jobs_do_not_change_again(sessions):
     with sessions() as session:
         job_state.claim(session, job_id, max_attempts=3)
         assert job_state.succeed(session, job_id, {"max-norm": [0.5, 1.0]})
-        assert not job_state.fail(session, job_id, {"detail": "late"})
+        assert not job_state.fail(session, job_id, make_problem(500, "late", "Late", "late"))
         assert not job_state.mark_cancelled(session, job_id)
     job = _get(sessions, job_id)
     assert job.status is JobStatus.succeeded and job.progress == 1.0 and job.error is None

@@ -11,6 +11,7 @@ from core.errors import (
     JobCancelled,
     ModelRejected,
     SnnconvError,
+    TooLarge,
     UnsupportedModel,
 )
 
@@ -19,7 +20,7 @@ from core.errors import (
     ("error", "status"),
     [
         (ModelRejected("pickle refused"), 422),
-        (ModelRejected("too big", code="too-large"), 413),
+        (TooLarge("too big"), 413),
         (UnsupportedModel("no activations"), 422),
         (DatasetUnavailable("no files"), 422),
         (InvalidSpec("bad mean"), 422),

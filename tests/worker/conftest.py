@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from api.store import session_factory
+from api.db import session_factory
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from api import job_state
-from api.store import JobRecord, ModelRecord
+from api.db import JobRecord, ModelRecord
 from core import pipeline
 from core.errors import UnsupportedModel
 from core.progress import ProgressEvent

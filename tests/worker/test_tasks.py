@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from api import job_state
-from api.store import JobRecord, ModelRecord
+from api.db import JobRecord, ModelRecord
 from core import pipeline
 from core.errors import JobCancelled
 from core.progress import ProgressEvent
