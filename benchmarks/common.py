@@ -21,13 +21,14 @@ from safetensors.torch import load_file
 
 from core import zoo
 from core.datasets import Dataset
+from core.paths import cache_dir
 from core.pipeline import run
 from core.progress import ProgressEvent
 from core.report import MethodResult, Report
 from core.spec import CQOptions, JobSpec
 from core.train import evaluate, export_safetensors, fit
 
-DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "snnconv/bench"
+DEFAULT_CACHE = cache_dir() / "bench"
 
 
 class Recipe(BaseModel):

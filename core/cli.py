@@ -9,17 +9,19 @@ import shlex
 import sys
 import tempfile
 import traceback
+import types
 import typing
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import ValidationError
+from pydantic.fields import FieldInfo
 
 from core import __version__
 from core.errors import SnnconvError, one_line
 from core.progress import ProgressEvent
-from core.report import REPORT_FILES, Report, accuracy_table, write_report_files
+from core.report import REPORT_FILES, accuracy_table
 from core.spec import METHODS, CQOptions, JobSpec
 
 EXIT_UNEXPECTED = 1
@@ -33,21 +35,15 @@ Every failure is reported as one line on stderr. Exit status: 0 done; 1 an unexp
 error-<UTC time>-<random>.log in $XDG_STATE_HOME/snnconv/logs/ (default:
 ~/.local/state/snnconv/logs/), and the error line names it."""
 
+# The `convert` options set JobSpec and CQOptions fields.  Their defaults, choices and types
+# come from the fields: an option not given is absent from the parsed namespace
+# (argparse.SUPPRESS), so the spec's own default applies, and its help shows that default.
+
 # JobSpec fields that a `convert` option of another name sets; the others share their name.
 _SPEC_DESTS = {"model_path": "model", "methods": "method"}
-_SPEC_FIELDS = ("model_path", "arch", "dataset", "data_dir", "methods", "timesteps",
-                "batch_size", "calib_samples", "eval_samples", "seed", "device",
-                "input_encoding", "reset", "percentile", "mean", "std")
-# CQOptions fields with a generic --cq-<field> option: field -> argparse keywords.
-_CQ_EXTRA = {
-    "ice_grids": {"type": int}, "ice_copies": {"type": int},
-    "learning_rate": {"type": float}, "surrogate_margin": {"type": float},
-    "optimizer": {"choices": typing.get_args(CQOptions.model_fields["optimizer"].annotation)},
-    "lr_decay": {"type": float}, "augment": {"action": argparse.BooleanOptionalAction},
-    "keep_batchnorm": {"action": argparse.BooleanOptionalAction},
-    "fit_scale": {"action": argparse.BooleanOptionalAction},
-    "ctt_eta": {"type": float}, "ctt_batches": {"type": int},
-}
+# CQOptions fields with a generic --cq-<field> option, its help the field's description.
+_CQ_EXTRA = ("ice_grids", "ice_copies", "learning_rate", "surrogate_margin", "optimizer",
+             "lr_decay", "augment", "keep_batchnorm", "fit_scale", "ctt_eta", "ctt_batches")
 # Help for the CQOptions fields whose spec has no description.
 _CQ_ABOUT = {"learning_rate": "CQ fine-tuning learning rate",
              "optimizer": "CQ fine-tuning optimizer",
@@ -91,8 +87,17 @@ class _Parser(argparse.ArgumentParser):
 
 
 class _ProgressBar:
+    """One job's progress bar on stderr, used as a context manager: left on screen when the job
+    is done, cleared when it fails (the error line, not a half-full bar, should remain)."""
+
     def __init__(self, quiet: bool):
         self.bar = None if quiet else _tqdm()
+
+    def __enter__(self) -> _ProgressBar:
+        return self
+
+    def __exit__(self, kind, *_) -> None:
+        self.close(clear=kind is not None)
 
     def __call__(self, event: ProgressEvent) -> None:
         if self.bar is None:
@@ -115,47 +120,30 @@ def _tqdm():
                 file=sys.stderr)
 
 
-def run_and_write(spec: JobSpec, out: Path, quiet: bool = False) -> Report:
-    from core.pipeline import run
-
-    out.mkdir(parents=True, exist_ok=True)
-    bar = _ProgressBar(quiet)
-    try:
-        report = run(spec, bar, artifacts_dir=out)
-    except BaseException:
-        bar.close(clear=True)  # on failure the error line, not a half-full bar, should remain
-        raise
-    bar.close()
-    write_report_files(report, out)
-    return report
-
-
-def _given(values: dict) -> dict:
-    """The options the user gave: None means "not given", so the spec's default applies."""
-    return {key: value for key, value in values.items() if value is not None}
-
-
 def build_spec(args: argparse.Namespace) -> JobSpec:
-    """The JobSpec of a `convert` command line; raises pydantic.ValidationError."""
-    fields = {field: getattr(args, _SPEC_DESTS.get(field, field)) for field in _SPEC_FIELDS}
-    cq = {field: getattr(args, dest) for field, dest in _CQ_DESTS.items()}
-    return JobSpec(**_given(fields), cq=_given(cq))
+    """The JobSpec of a `convert` command line, from the options given (the namespace holds
+    only those); raises pydantic.ValidationError."""
+    given = vars(args)
+    fields = {field: given[dest] for field in JobSpec.model_fields
+              if (dest := _SPEC_DESTS.get(field, field)) in given}
+    cq = {field: given[dest] for field, dest in _CQ_DESTS.items() if dest in given}
+    return JobSpec(**fields, cq=cq)
 
 
-def _check_before_running(spec: JobSpec) -> None:
-    """Fail at once, before the progress bar and the dataset load, on the commonest mistakes:
-    a model path that cannot be read, and CUDA asked for where there is none."""
-    from core.pipeline import resolve_device
-
-    resolve_device(spec.device)
-    with spec.model_path.open("rb"):  # FileNotFoundError etc. name the path
-        pass
+# The handlers of convert, inspect and demo import core.pipeline or core.demo when they run:
+# those import torch (about 1.5 s), which `snnconv --help` and the service commands skip.
 
 
 def _convert(args: argparse.Namespace) -> int:
+    from core import pipeline  # torch: see above
+
     spec = build_spec(args)
-    _check_before_running(spec)
-    report = run_and_write(spec, args.out, args.quiet)
+    # fail at once, before the progress bar and the dataset load, on the commonest mistakes:
+    pipeline.resolve_device(spec.device)  # CUDA asked for where there is none
+    with spec.model_path.open("rb"):  # a model path that cannot be read: the error names it
+        pass
+    with _ProgressBar(args.quiet) as bar:
+        report = pipeline.run_into(spec, args.out, bar)
     print(accuracy_table(report))
     files = ", ".join((*REPORT_FILES, *report.artifacts))
     print(f"\nreport files written to {args.out}/ ({files})")
@@ -163,7 +151,7 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from core.pipeline import inspect
+    from core.pipeline import inspect  # torch: see above
 
     report = inspect(args.model, args.arch)
     print(f"format {report.format}, input shape {report.input_shape}, "
@@ -188,9 +176,10 @@ def _datasets(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from core.demo import run_demo
+    from core.demo import run_demo  # torch: see above
 
-    demo = run_demo(args.out, timesteps=args.timesteps, quiet=args.quiet)
+    demo = run_demo(args.out, timesteps=args.timesteps, quiet=args.quiet,
+                    job_progress=lambda: _ProgressBar(args.quiet))
     print(demo.table)
     print(f"\nfiles written to {args.out}/: {demo.files_text()}")
     return 0
@@ -212,31 +201,71 @@ def _floats(value: str) -> list[float]:
             f"expected comma-separated numbers, got {value!r}") from None
 
 
-def _cq_help(field: str) -> str:
-    """Help for a --cq-<field> option: the spec's description and default, so they agree."""
+def _shown(default: object) -> str:
+    """A field's default as the help shows it: a list comma-separated, like the option takes it."""
+    if isinstance(default, list):
+        return ",".join(str(item) for item in default)
+    return str(default)
+
+
+def _value_keywords(annotation: object) -> dict:
+    """argparse keywords for a field of this type (``X`` or ``X | None``): a Literal's choices,
+    a --x/--no-x pair for a bool, else the type that parses the value."""
+    kind = annotation
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        kind, *others = (part for part in typing.get_args(annotation) if part is not type(None))
+        if others:
+            raise TypeError(f"no option type for {annotation}")
+    if typing.get_origin(kind) is typing.Literal:
+        return {"choices": list(typing.get_args(kind))}
+    if kind is bool:
+        return {"action": argparse.BooleanOptionalAction}
+    if kind in (int, float, Path):
+        return {"type": kind}
+    if kind is str:
+        return {}
+    raise TypeError(f"no option type for {annotation}; pass type= to _add_field_option")
+
+
+def _add_field_option(p: argparse.ArgumentParser, dest: str, info: FieldInfo, about: str,
+                      unset: str = "auto", **keywords) -> None:
+    """The option --<dest> for the spec field ``info``: absent from the namespace unless given,
+    its help ``about`` and the field's default (``unset`` says what a None default means)."""
+    default = info.get_default(call_default_factory=True)
+    shown = unset if default is None else _shown(default)
+    if "type" not in keywords:  # the list fields (methods, mean, std) bring their own parser
+        keywords = {**_value_keywords(info.annotation), **keywords}
+    p.add_argument("--" + dest.replace("_", "-"), default=argparse.SUPPRESS,
+                   help=f"{about} (default: {shown})".replace("%", "%%"), **keywords)
+
+
+def _add_spec_option(p: argparse.ArgumentParser, field: str, about: str, **keywords) -> None:
+    _add_field_option(p, _SPEC_DESTS.get(field, field), JobSpec.model_fields[field], about,
+                      **keywords)
+
+
+def _add_cq_option(p: argparse.ArgumentParser, field: str, about: str | None = None,
+                   **keywords) -> None:
     info = CQOptions.model_fields[field]
-    default = "auto" if info.default is None else info.default
-    about = (info.description or _CQ_ABOUT.get(field, field)).replace("%", "%%")
-    return f"{about} (default: {default})"
+    about = about or info.description or _CQ_ABOUT[field]
+    _add_field_option(p, _CQ_DESTS[field], info, about, **keywords)
 
 
-_DATA_DIR_HELP = "folder with the dataset files (default: none; the bundled datasets need none)"
-_ARCH_HELP = "zoo architecture of a safetensors / state_dict file (default: none; ONNX needs none)"
+_DATA_DIR_HELP = "folder with the dataset files"
+_DATA_DIR_UNSET = "none; the bundled datasets need none"
+_ARCH_HELP = "zoo architecture of a safetensors / state_dict file"
+_ARCH_UNSET = "none; ONNX needs none"
 
 
 def _add_convert_cq_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--cq-encoding", choices=["direct", "vr", "vr-ice"], default=None,
-                   help="input coding of the cq-* methods (default: auto: the coding detected "
-                        "in an uploaded CQ-trained model, else vr)")
-    p.add_argument("--finetune-epochs", type=int, default=None,
-                   help="CQ fine-tuning epochs; 0 converts the model as it is (default: auto: "
-                        "0 for an already CQ-trained upload, else 2)")
-    p.add_argument("--levels", type=int, help="CQ quantisation levels L (default: T/m)")
-    p.add_argument("--clamp-max", type=float,
-                   help="CQ clamp maximum m (default: 0.25 at T=1, else 0.8)")
-    for field, keywords in _CQ_EXTRA.items():
-        p.add_argument(f"--cq-{field.replace('_', '-')}", default=None, help=_cq_help(field),
-                       **keywords)
+    _add_cq_option(p, "encoding", "input coding of the cq-* methods",
+                   unset="auto: the coding detected in an uploaded CQ-trained model, else vr")
+    _add_cq_option(p, "finetune_epochs", "CQ fine-tuning epochs; 0 converts the model as it is",
+                   unset="auto: 0 for an already CQ-trained upload, else 2")
+    _add_cq_option(p, "levels", "CQ quantisation levels L", unset="T/m")
+    _add_cq_option(p, "clamp_max", "CQ clamp maximum m", unset="0.25 at T=1, else 0.8")
+    for field in _CQ_EXTRA:
+        _add_cq_option(p, field)
 
 
 def _add_convert(subparsers) -> None:
@@ -244,32 +273,26 @@ def _add_convert(subparsers) -> None:
     p.add_argument("model", type=Path,
                    help="model file: .onnx, .safetensors or a torch.save state_dict "
                         "(required, no default)")
-    p.add_argument("--dataset", default="mnist-5k", help="dataset name; see 'snnconv datasets'")
-    p.add_argument("--data-dir", type=Path, help=_DATA_DIR_HELP)
-    p.add_argument("--method", type=_methods, default=["robust-norm"],
-                   help=f"comma-separated, from {', '.join(METHODS)} (default: robust-norm)")
-    p.add_argument("--timesteps", type=int, default=None,
-                   help="T: the report gives the accuracy at every t <= T (default: auto: "
-                        "T = m·L for an uploaded CQ-trained model, else 32)")
-    p.add_argument("--arch", help=_ARCH_HELP)
+    _add_spec_option(p, "dataset", "dataset name; see 'snnconv datasets'")
+    _add_spec_option(p, "data_dir", _DATA_DIR_HELP, unset=_DATA_DIR_UNSET)
+    _add_spec_option(p, "methods", f"comma-separated, from {', '.join(METHODS)}", type=_methods)
+    _add_spec_option(p, "timesteps", "T: the report gives the accuracy at every t <= T",
+                     unset="auto: T = m·L for an uploaded CQ-trained model, else 32")
+    _add_spec_option(p, "arch", _ARCH_HELP, unset=_ARCH_UNSET)
     p.add_argument("--out", type=Path, default=Path("out"), help="folder for the report files")
-    p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="auto",
-                   help="auto: CUDA when available")
-    p.add_argument("--batch-size", type=int, default=100, help="samples per batch")
-    p.add_argument("--calib-samples", type=int, default=1000,
-                   help="training samples that calibrate the thresholds")
-    p.add_argument("--eval-samples", type=int,
-                   help="test samples to evaluate (default: the whole test split)")
-    p.add_argument("--seed", type=int, default=0, help="random seed")
-    p.add_argument("--input-encoding", choices=["direct", "rate", "poisson"], default="direct",
-                   help="input coding of the classic methods")
-    p.add_argument("--reset", choices=["subtract", "zero"], default="subtract",
-                   help="membrane reset after a spike")
-    p.add_argument("--percentile", type=float, default=99.9, help="robust-norm percentile")
-    p.add_argument("--mean", type=_floats,
-                   help="comma-separated per-channel input mean, with --std (default: none)")
-    p.add_argument("--std", type=_floats,
-                   help="comma-separated per-channel input std, with --mean (default: none)")
+    _add_spec_option(p, "device", "auto: CUDA when available")
+    _add_spec_option(p, "batch_size", "samples per batch")
+    _add_spec_option(p, "calib_samples", "training samples that calibrate the thresholds")
+    _add_spec_option(p, "eval_samples", "test samples to evaluate",
+                     unset="the whole test split")
+    _add_spec_option(p, "seed", "random seed")
+    _add_spec_option(p, "input_encoding", "input coding of the classic methods")
+    _add_spec_option(p, "reset", "membrane reset after a spike")
+    _add_spec_option(p, "percentile", "robust-norm percentile")
+    _add_spec_option(p, "mean", "comma-separated per-channel input mean, with --std",
+                     unset="none", type=_floats)
+    _add_spec_option(p, "std", "comma-separated per-channel input std, with --mean",
+                     unset="none", type=_floats)
     _add_convert_cq_options(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=_convert)
@@ -278,10 +301,11 @@ def _add_convert(subparsers) -> None:
 def _add_small_commands(subparsers) -> None:
     inspect_parser = subparsers.add_parser("inspect", help="pre-flight compatibility report")
     inspect_parser.add_argument("model", type=Path, help="model file (required, no default)")
-    inspect_parser.add_argument("--arch", help=_ARCH_HELP)
+    inspect_parser.add_argument("--arch", help=f"{_ARCH_HELP} (default: {_ARCH_UNSET})")
     inspect_parser.set_defaults(handler=_inspect)
     datasets_parser = subparsers.add_parser("datasets", help="list datasets and availability")
-    datasets_parser.add_argument("--data-dir", type=Path, help=_DATA_DIR_HELP)
+    datasets_parser.add_argument("--data-dir", type=Path,
+                                 help=f"{_DATA_DIR_HELP} (default: {_DATA_DIR_UNSET})")
     datasets_parser.set_defaults(handler=_datasets)
     demo_parser = subparsers.add_parser("demo", help="train a small CNN on mnist-5k and convert")
     demo_parser.add_argument("--out", type=Path, default=Path("out/demo"),

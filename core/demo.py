@@ -10,7 +10,8 @@ user's job.
 
 from __future__ import annotations
 
-import os
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,9 @@ import torch
 
 from core import zoo
 from core.datasets import load_dataset
+from core.paths import cache_dir
+from core.pipeline import run_into
+from core.progress import ProgressCallback, ignore_progress
 from core.report import REPORT_FILES, Report, accuracy_table, atomic_write_bytes
 from core.spec import CLASSIC_METHODS, JobSpec
 from core.train import evaluate, export_safetensors, fit
@@ -32,10 +36,6 @@ SUITE_TIMESTEPS = 4
 # well inside 3 minutes; `make demo` prints what they give (README: cq-asg 96.4 % at T = 4).
 SUITE_FINETUNE_EPOCHS = 4
 TABLE_FILE = "table.txt"
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("SNNCONV_CACHE", Path.home() / ".cache" / "snnconv"))
 
 
 def demo_model(quiet: bool = False) -> Path:
@@ -94,14 +94,26 @@ def demo_specs(model_path: Path, timesteps: int = 32) -> tuple[JobSpec, JobSpec]
     return classic, suite
 
 
-def run_demo(out: Path, *, timesteps: int = 32, quiet: bool = False) -> DemoResult:
-    """Run both demo jobs, write out/classic/, out/suite/ and out/table.txt."""
-    from core.cli import run_and_write
+ProgressPerJob = Callable[[], AbstractContextManager[ProgressCallback]]
 
+
+def no_progress() -> AbstractContextManager[ProgressCallback]:
+    return nullcontext(ignore_progress)
+
+
+def run_demo(out: Path, *, timesteps: int = 32, quiet: bool = False,
+             job_progress: ProgressPerJob = no_progress) -> DemoResult:
+    """Run both demo jobs, write out/classic/, out/suite/ and out/table.txt.
+
+    ``job_progress()`` is entered around each job and gives its progress callback (the CLI's
+    progress bar); ``quiet`` silences the training output.
+    """
     out = Path(out)
     classic_spec, suite_spec = demo_specs(demo_model(quiet), timesteps)
-    classic = run_and_write(classic_spec, out / "classic", quiet)
-    suite = run_and_write(suite_spec, out / "suite", quiet)
+    with job_progress() as progress:
+        classic = run_into(classic_spec, out / "classic", progress)
+    with job_progress() as progress:
+        suite = run_into(suite_spec, out / "suite", progress)
     table = accuracy_table(classic, suite)
     atomic_write_bytes(out / TABLE_FILE, (table + "\n").encode())
     files = [f"{job}/{name}" for job, report in (("classic", classic), ("suite", suite))

@@ -1,4 +1,5 @@
-"""JobSpec → Report: the single entry point that the CLI, the worker and the tests call.
+"""JobSpec → Report: ``run`` is the single entry point; ``run_into`` also writes the job's
+files into a folder, for the CLI, the demo and the worker.
 
     load model ─► canonical ANN ─► pre-flight ─► ANN accuracy and MACs
         └─► for each method: convert (calibrate / fine-tune) ─► simulate T steps ─► result
@@ -27,7 +28,7 @@ from core.job_defaults import resolve as resolve_defaults
 from core.methods import ConversionContext, convert
 from core.preflight import PreflightReport
 from core.progress import ProgressCallback, ProgressEvent, ignore_progress
-from core.report import AnnResult, DatasetInfo, ModelInfo, Report
+from core.report import AnnResult, DatasetInfo, ModelInfo, Report, write_report_files
 from core.simulate import simulate, topk_correct
 from core.spec import JobSpec
 from core.train import export_onnx, export_safetensors
@@ -149,7 +150,7 @@ CQ_MODEL_FILES = ("cq-model.onnx", "cq-model.safetensors")
 
 def export_cq_model(ctx: ConversionContext, directory: Path) -> list[str]:
     """Give the user the CQ network the paper's methods converted (ONNX and safetensors)."""
-    cq = ctx.cache.get("cq")
+    cq = ctx.cq_network
     if cq is None:
         return []
     model = cq.model.cpu().eval()
@@ -198,3 +199,15 @@ def run(spec: JobSpec, progress: ProgressCallback = ignore_progress,
         energy_model=energy_model(analog), versions=_versions(), artifacts=artifacts,
         seconds=time.perf_counter() - began,
     )
+
+
+def run_into(spec: JobSpec, out_dir: Path,
+             progress: ProgressCallback = ignore_progress) -> Report:
+    """``run`` the job and write its files into ``out_dir`` (created if missing): the report
+    files (``core.report.REPORT_FILES``) and, when the paper's methods built a CQ network, that
+    network (``CQ_MODEL_FILES``, listed in the report's ``artifacts``)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = run(spec, progress, artifacts_dir=out_dir)
+    write_report_files(report, out_dir)
+    return report

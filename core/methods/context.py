@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -12,12 +13,15 @@ from torch import fx
 from core.spec import JobSpec
 from core.train.recognise import CQDetection
 
+if TYPE_CHECKING:  # core.methods.cq imports this module
+    from core.methods.cq import CQNetwork
+
 StageProgress = Callable[[str, float, str], None]
 
 
 @dataclass
 class ConversionContext:
-    """The canonical ANN, the data a method may use, and a cache shared between methods.
+    """The canonical ANN, the data a method may use, and the CQ network the methods share.
 
     ``trainable`` is the same network before BatchNorm folding (BN and dropout still in it),
     the starting point for fine-tuning: BN lets each layer re-learn its scale, which the CQ
@@ -26,6 +30,8 @@ class ConversionContext:
     ``calib_samples`` images.  Images are float32 NCHW in [0, 1]; normalisation, if any, is
     already the first layer of ``ann``.  ``detection`` says whether the upload is already
     CQ-trained (its L, m and input coding); ``spec`` has its automatic defaults resolved.
+    ``cq_network`` is the CQ ANN that cq-asg, cq-if and cq-ctt convert, built by the first of
+    them to run (``core.methods.cq.build_cq_network``); None until then.
     """
 
     ann: fx.GraphModule
@@ -38,7 +44,7 @@ class ConversionContext:
     calib_x: np.ndarray
     progress: StageProgress
     detection: CQDetection = field(default_factory=CQDetection)
-    cache: dict = field(default_factory=dict)
+    cq_network: CQNetwork | None = None
 
     def calibration_batches(self) -> Iterator[torch.Tensor]:
         size = self.spec.batch_size

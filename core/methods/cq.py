@@ -1,7 +1,7 @@
 """The CQ-trained ANN shared by cq-asg, cq-if and cq-ctt (Yan, Zhou & Wong).
 
-Built once per job and cached in the context, so the three methods convert the same network
-and their curves compare like for like.
+Built once per job and kept in the context (``ctx.cq_network``), so the three methods convert
+the same network and their curves compare like for like.
 """
 
 from __future__ import annotations
@@ -81,8 +81,8 @@ def build_cq_network(ctx: ConversionContext) -> CQNetwork:
     ``ctx.spec`` has its defaults resolved (core.job_defaults); ``ctx.detection`` says what
     the upload is.
     """
-    if "cq" in ctx.cache:
-        return ctx.cache["cq"]
+    if ctx.cq_network is not None:
+        return ctx.cq_network
     options, found = ctx.spec.cq, ctx.detection
     if found.is_cq:
         window, m, levels = found.window, found.clamp_max, found.levels
@@ -109,7 +109,7 @@ def build_cq_network(ctx: ConversionContext) -> CQNetwork:
     body, stripped = strip_leading_module(model, CODING_TYPES)
     network = CQNetwork(model=model, body=body, coding=stripped, clamp_max=m, levels=levels,
                         window=window, finetune=finetune)
-    ctx.cache["cq"] = network
+    ctx.cq_network = network
     return network
 
 

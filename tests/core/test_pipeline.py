@@ -13,8 +13,8 @@ from core import zoo
 from core.datasets import load_dataset
 from core.errors import InvalidSpec, ModelRejected, UnsupportedModel
 from core.methods import ConversionContext, convert
-from core.pipeline import inspect, run
-from core.report import write_report_files
+from core.pipeline import CQ_MODEL_FILES, inspect, run, run_into
+from core.report import REPORT_FILES, write_report_files
 from core.spec import JobSpec
 from core.train import export_onnx, export_safetensors, fit, to_cq
 
@@ -153,6 +153,21 @@ def test_cq_network_is_exported_for_the_user(mnist_cnn, tmp_path):
     preflight_report = inspect(tmp_path / "cq-model.onnx")
     assert preflight_report.convertible
     assert preflight_report.cq_layers == preflight_report.spiking_layers >= 4
+
+
+@pytest.mark.parametrize(("methods", "cq_files"), [(["robust-norm"], []),
+                                                   (["cq-asg"], list(CQ_MODEL_FILES))])
+def test_run_into_writes_the_report_files_and_the_cq_model(digits_cq_onnx, tmp_path, methods,
+                                                           cq_files):
+    """What the CLI, the demo and the worker hand the user: the report files, plus the CQ
+    network when a paper method built one; the folder is created."""
+    out = tmp_path / "new" / "folder"
+    report = run_into(JobSpec(model_path=digits_cq_onnx, dataset="digits", methods=methods,
+                              timesteps=4, eval_samples=50, device="cpu",
+                              cq={"finetune_epochs": 0, "encoding": "direct"}), out)
+    assert report.artifacts == cq_files
+    assert sorted(path.name for path in out.iterdir()) == sorted([*REPORT_FILES, *cq_files])
+    assert json.loads((out / "report.json").read_text()) == json.loads(report.model_dump_json())
 
 
 def test_finetune_epochs_zero_needs_a_cq_model(mnist_cnn):
