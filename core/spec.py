@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-CLASSIC_METHODS = ("max-norm", "robust-norm", "half-threshold", "channel-norm")
-PAPER_METHODS = ("cq-asg", "cq-if", "cq-ctt")
-METHODS = CLASSIC_METHODS + PAPER_METHODS
+# The method names, stated here only; core.methods.CONVERTERS has one converter for each
+# (tests/core/test_methods.py checks that).
+ClassicMethod = Literal["max-norm", "robust-norm", "half-threshold", "channel-norm"]
+PaperMethod = Literal["cq-asg", "cq-if", "cq-ctt"]  # the low-latency suite of Yan, Zhou & Wong
+MethodName = Literal[ClassicMethod, PaperMethod]
 
-MethodName = Literal[
-    "max-norm", "robust-norm", "half-threshold", "channel-norm", "cq-asg", "cq-if", "cq-ctt"
-]
+CLASSIC_METHODS: tuple[ClassicMethod, ...] = get_args(ClassicMethod)
+PAPER_METHODS: tuple[PaperMethod, ...] = get_args(PaperMethod)
+METHODS: tuple[MethodName, ...] = get_args(MethodName)
 
 
 class CQOptions(BaseModel):

@@ -1,4 +1,8 @@
-"""Conversion methods, one module each; ``convert(name, ctx)`` dispatches by name."""
+"""Conversion methods, one module each; ``convert(name, ctx)`` dispatches by name.
+
+The names are ``core.spec.METHODS``; CONVERTERS has exactly one converter per name
+(tests/core/test_methods.py checks both ways).
+"""
 
 from __future__ import annotations
 
@@ -15,8 +19,9 @@ from core.methods import (
 )
 from core.methods.context import ConversionContext
 from core.snn import SpikingNetwork
+from core.spec import MethodName
 
-CONVERTERS: dict[str, Callable[[ConversionContext], SpikingNetwork]] = {
+CONVERTERS: dict[MethodName, Callable[[ConversionContext], SpikingNetwork]] = {
     "max-norm": max_norm.convert,
     "robust-norm": robust_norm.convert,
     "half-threshold": half_threshold.convert,
@@ -27,7 +32,7 @@ CONVERTERS: dict[str, Callable[[ConversionContext], SpikingNetwork]] = {
 }
 
 
-def convert(method: str, ctx: ConversionContext) -> SpikingNetwork:
+def convert(method: MethodName, ctx: ConversionContext) -> SpikingNetwork:
     """Build the spiking network of ``method`` from the context's ANN."""
     return CONVERTERS[method](ctx)
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from core.methods import ConversionContext, convert
+from core.methods import CONVERTERS, ConversionContext, convert
 from core.methods.cq import build_cq_network
 from core.simulate import simulate
-from core.spec import JobSpec
+from core.spec import CLASSIC_METHODS, METHODS, PAPER_METHODS, JobSpec
 from core.train import CQActivation
 
 CPU = torch.device("cpu")
@@ -36,7 +36,14 @@ def ann_top1(ann, arrays) -> float:
         return (ann(torch.from_numpy(xe)).argmax(1).numpy() == ye).mean()
 
 
-@pytest.mark.parametrize("method", ["max-norm", "robust-norm", "half-threshold", "channel-norm"])
+def test_every_method_name_has_exactly_one_converter():
+    """The names are stated once (core.spec); the converter table must cover exactly them."""
+    assert sorted(CONVERTERS) == sorted(METHODS)
+    assert CLASSIC_METHODS + PAPER_METHODS == METHODS
+    assert JobSpec(model_path="unused.onnx", methods=list(METHODS)).methods == list(METHODS)
+
+
+@pytest.mark.parametrize("method", CLASSIC_METHODS)
 def test_classic_methods_converge_to_the_ann(method, digits_mlp, digits_arrays):
     result = run(method, digits_mlp, digits_arrays, timesteps=128)
     reference = ann_top1(digits_mlp, digits_arrays)
@@ -57,12 +64,14 @@ def test_half_threshold_beats_robust_norm_at_few_steps(digits_mlp, digits_arrays
 
 def test_channel_norm_has_per_channel_thresholds(digits_mlp, digits_arrays):
     result = run("channel-norm", digits_mlp, digits_arrays, timesteps=8)
+    assert result.layers
     assert all(layer.channels > 1 for layer in result.layers)
     assert all(layer.threshold_min < layer.threshold_max for layer in result.layers)
 
 
 def test_layer_statistics_are_consistent(digits_mlp, digits_arrays):
     result = run("robust-norm", digits_mlp, digits_arrays, timesteps=64)
+    assert result.layers
     for layer in result.layers:
         assert 0 < layer.firing_rate < 1
         assert 0 <= layer.silent_fraction < 1
@@ -86,7 +95,7 @@ def test_asg_reproduces_the_cq_ann_exactly(digits_mlp, digits_arrays):
                       memory_budget_mb=256)
     assert result.agreement[-1] == 1.0
     assert result.top1[-1] == pytest.approx(result.reference_top1)
-    assert all(layer.rate_error == 0 for layer in result.layers)
+    assert result.layers and all(layer.rate_error == 0 for layer in result.layers)
     assert result.latency.end_to_end_steps == 2 * 4 and not result.latency.anytime
 
 
@@ -115,7 +124,7 @@ def test_cq_if_and_ctt_share_the_cq_network_and_approach_it(digits_mlp, digits_a
     if_result, ctt = results["cq-if"], results["cq-ctt"]
     assert if_result.reference_top1 == ctt.reference_top1
     assert if_result.top1[-1] >= if_result.reference_top1 - 0.05
-    assert any(layer.threshold_min != layer.threshold_max for layer in ctt.layers)
+    assert ctt.layers and any(layer.threshold_min != layer.threshold_max for layer in ctt.layers)
     assert ctt.parameters["ctt_rate_gap_last"] <= ctt.parameters["ctt_rate_gap_first"]
 
 
