@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import warnings
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import unquote, urlsplit
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -13,6 +15,17 @@ UPLOADS_DIRNAME = "uploads"
 RESULTS_DIRNAME = "results"
 BROKER_DB_FILENAME = "broker.sqlite"
 JOB_DB_FILENAME = "snnconv.sqlite"
+# Passwords anyone can guess: the one the Compose files used to fall back to, and the usual
+# placeholders.  Production refuses them; a local setup is only warned.
+DEFAULT_SECRETS = frozenset({"snnconv", "changethis", "postgres", "password"})
+
+
+def _url_password(url: str | None) -> str | None:
+    """The password in a database or broker URL (percent-decoded), or None."""
+    if not url:
+        return None
+    password = urlsplit(url).password
+    return None if password is None else unquote(password)
 
 
 class Settings(BaseSettings):
@@ -76,7 +89,20 @@ class Settings(BaseSettings):
                 raise ValueError("SNNCONV_CORS_ORIGINS='[\"*\"]' is refused in production")
             if self.redis_url is None:
                 raise ValueError("production needs REDIS_URL (the embedded broker is local)")
+        self._check_default_secret("DATABASE_URL", _url_password(self.database_url),
+                                   " (Docker Compose: set POSTGRES_PASSWORD)")
+        self._check_default_secret("REDIS_URL", _url_password(self.redis_url))
         return self
+
+    def _check_default_secret(self, name: str, password: str | None, hint: str = "") -> None:
+        """Refuse, in production, a URL whose password is a well-known default."""
+        if password not in DEFAULT_SECRETS:
+            return
+        message = (f"the password in {name} is {password!r}, a default anyone can guess; "
+                   f"set a secret one{hint}")
+        if self.environment == "production":
+            raise ValueError(message)
+        warnings.warn(message, stacklevel=2)
 
     @property
     def uploads_dir(self) -> Path:

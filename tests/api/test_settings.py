@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from api.settings import Settings
+from api.settings import DEFAULT_SECRETS, Settings
 
 
 def test_plain_env_names_for_redis_and_database(monkeypatch, tmp_path):
@@ -45,3 +45,33 @@ def test_production_refuses_wildcard_cors_and_the_embedded_broker():
     with pytest.raises(ValidationError, match="CORS"):
         Settings(environment="production", redis_url="redis://r:6379/0", cors_origins=["*"])
     assert Settings(environment="production", redis_url="redis://r:6379/0").environment
+
+
+@pytest.mark.parametrize("password", sorted(DEFAULT_SECRETS))
+def test_production_refuses_a_default_database_password(password):
+    url = f"postgresql://snnconv:{password}@postgres:5432/snnconv"
+    with pytest.raises(ValidationError, match="password in DATABASE_URL .*POSTGRES_PASSWORD"):
+        Settings(environment="production", redis_url="redis://r:6379/0", database_url=url)
+
+
+def test_production_refuses_a_default_broker_password():
+    with pytest.raises(ValidationError, match="password in REDIS_URL"):
+        Settings(environment="production", redis_url="redis://:changethis@r:6379/0")
+
+
+def test_production_accepts_a_secret_password_and_local_only_warns():
+    secret = "postgresql://snnconv:s%40fe-Pa55@postgres:5432/snnconv"  # percent-encoded '@'
+    production = Settings(environment="production", redis_url="redis://:x7Q@r:6379/0",
+                          database_url=secret)
+    assert production.sqlalchemy_url.endswith("//snnconv:s%40fe-Pa55@postgres:5432/snnconv")
+    assert Settings(environment="production", redis_url="redis://r:6379/0",
+                    database_url="postgresql://postgres@db/snnconv").database_url  # no password
+    with pytest.warns(UserWarning, match="password in DATABASE_URL is 'snnconv'"):
+        local = Settings(database_url="postgresql://snnconv:snnconv@127.0.0.1/snnconv")
+    assert local.environment == "local"
+
+
+def test_the_default_secret_check_decodes_the_password():
+    with pytest.raises(ValidationError, match="'password'"):
+        Settings(environment="production", redis_url="redis://r:6379/0",
+                 database_url="postgresql://u:%70assword@db/snnconv")
