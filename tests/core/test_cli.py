@@ -132,6 +132,46 @@ def test_unconvertible_model_is_one_line(capsys, tmp_path, linear_onnx):
     assert len(lines) == 1 and lines[0].startswith("error (unsupported-model): ")
 
 
+def _inspect(capsys, *argv) -> tuple[int, list[str], str]:
+    """Exit status, stdout lines and stderr of `snnconv inspect`."""
+    status = cli.main(["inspect", *(str(arg) for arg in argv)])
+    captured = capsys.readouterr()
+    return status, captured.out.splitlines(), captured.err
+
+
+def test_inspect_exits_zero_for_a_convertible_model(capsys, digits_onnx):
+    status, lines, err = _inspect(capsys, digits_onnx)
+    assert status == 0 and err == ""
+    assert lines[0] == "format onnx, input shape [1, 8, 8], 1 spiking layers (0 CQ)"
+    converted = [line for line in lines[1:-1] if line.split()[0] == "converted"]
+    assert len(converted) == 1 and converted[0].endswith("ReLU → integrate-and-fire neuron")
+    assert not any(line.startswith("problem:") for line in lines)
+    assert lines[-1] == "convertible"
+
+
+def test_inspect_exits_non_zero_for_a_model_it_cannot_convert(capsys, linear_onnx):
+    status, lines, err = _inspect(capsys, linear_onnx)
+    # a verdict, not an error: the report on stdout, nothing on stderr, status 1
+    assert status == 1 and err == ""
+    assert lines[0].startswith("format onnx, input shape [1, 8, 8], 0 spiking layers")
+    assert "problem: no ReLU-like activation found: nothing would become a spiking neuron" in lines
+    assert lines[-1] == "NOT convertible"
+
+
+def test_inspect_passes_the_architecture_of_a_weights_file(capsys, tmp_path):
+    from core import zoo
+    from core.train import export_safetensors
+
+    weights = tmp_path / "mlp.safetensors"
+    export_safetensors(zoo.build("mlp-digits"), weights)
+    status, lines, _ = _inspect(capsys, weights, "--arch", "mlp-digits")
+    assert status == 0 and lines[0].startswith("format safetensors, input shape [1, 8, 8], ")
+    assert lines[-1] == "convertible"
+    status, lines, err = _inspect(capsys, weights)  # no --arch: a user error, in one line
+    assert status == cli.EXIT_USER_ERROR and lines == []
+    assert err.startswith("error (arch-required): ") and len(err.splitlines()) == 1
+
+
 def _fail_with(error: BaseException):
     def run(*_args, **_kwargs):
         raise error

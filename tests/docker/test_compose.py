@@ -1,14 +1,16 @@
 """Docker Compose and Dockerfiles, checked statically and against the code they run.
 
 Compose cannot run here, so: Debian's ``docker-compose config`` validates both variants when
-it is installed, and the checks below keep the files truthful (env names that Settings
-reads, commands that exist, ports that match).
+it is installed (``.ci/run`` installs it, and under CI=true its absence fails), and the checks
+below keep the files truthful (env names that Settings reads, commands that exist, ports that
+match, a database password that must be given).
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -25,29 +27,58 @@ BASE = ROOT / "docker-compose.yml"
 CPU_OVERRIDE = ROOT / "docker" / "docker-compose.cpu.yml"
 VARIANTS = {"gpu": [BASE], "cpu": [BASE, CPU_OVERRIDE]}
 EXTRA_ENV = {"TORCH_FORCE_WEIGHTS_ONLY_LOAD"}  # read by torch, not by Settings
+PASSWORD = "test-Secret-9"  # POSTGRES_PASSWORD for these checks; Compose has no default
+# ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?error}, ${NAME?error}; $$ is a literal $.
+VARIABLE = re.compile(r"\$\$|\$\{(?P<name>\w+)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}")
 
 
-def _resolved(files: list[Path]) -> dict:
+def _compose_args(files) -> list[str]:
+    args = ["docker-compose", "--project-directory", str(ROOT)]
+    for path in files:
+        args += ["-f", str(path)]
+    return args
+
+
+def _compose_env(password: str | None) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if key != "POSTGRES_PASSWORD"}
+    return env if password is None else {**env, "POSTGRES_PASSWORD": password}
+
+
+def _resolved(files: list[Path], password: str = PASSWORD) -> dict:
     """The merged configuration: from docker-compose when present, else merged here."""
-    return _resolved_cached(tuple(files))
+    return _resolved_cached(tuple(files), password)
 
 
 @functools.cache
-def _resolved_cached(files: tuple[Path, ...]) -> dict:
+def _resolved_cached(files: tuple[Path, ...], password: str) -> dict:
     if shutil.which("docker-compose"):
-        args = ["docker-compose", "--project-directory", str(ROOT)]
-        for path in files:
-            args += ["-f", str(path)]
-        done = subprocess.run([*args, "config"], capture_output=True, text=True, check=False)
+        done = subprocess.run([*_compose_args(files), "config"], capture_output=True, text=True,
+                              check=False, env=_compose_env(password))
         assert done.returncode == 0, done.stderr
         return yaml.safe_load(done.stdout)
-    return _merge_by_hand(files)
+    return _merge_by_hand(files, {"POSTGRES_PASSWORD": password})
 
 
-def _merge_by_hand(files: list[Path]) -> dict:
+def _interpolate(text: str, env: dict[str, str]) -> str:
+    """Compose's variable substitution, for the forms the files use."""
+    def substitute(match: re.Match) -> str:
+        if match.group(0) == "$$":
+            return "$$"  # left escaped, as `docker-compose config` prints it
+        name, op, arg = match.group("name", "op", "arg")
+        value = env.get(name)
+        missing = value is None or (value == "" and op is not None and op.startswith(":"))
+        if not missing:
+            return value
+        if op is not None and op.endswith("?"):
+            raise ValueError(f"missing mandatory value for {name}: {arg}")
+        return arg if op is not None else ""
+    return VARIABLE.sub(substitute, text)
+
+
+def _merge_by_hand(files: list[Path], env: dict[str, str]) -> dict:
     config: dict = {"services": {}, "volumes": {}}
     for path in files:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(_interpolate(path.read_text(), env))
         for name, service in data.get("services", {}).items():
             merged = {**config["services"].get(name, {}), **service}
             for env_file in _as_list(merged.pop("env_file", [])):
@@ -84,8 +115,10 @@ def compose(request) -> dict:
 
 
 def _snnconv_services(compose: dict) -> dict[str, dict]:
-    return {name: service for name, service in compose["services"].items()
-            if name not in {"redis", "postgres"}}
+    services = {name: service for name, service in compose["services"].items()
+                if name not in {"redis", "postgres"}}
+    assert {"api", "worker"} <= set(services), sorted(services)  # no check passes on nothing
+    return services
 
 
 def _active_workers(compose: dict) -> dict[str, dict]:
@@ -137,7 +170,10 @@ def test_worker_runs_the_celery_app_on_the_configured_queue(compose):
         assert command[command.index("-Q") + 1] == Settings().queue
     from worker import celery_app
 
-    assert celery_app.TASK_NAME in celery_app.app.tasks or celery_app.app.conf.include
+    # What `celery -A worker.celery_app worker` does at start-up: import the included modules;
+    # then the task the API sends must be registered under its name.
+    celery_app.app.loader.import_default_modules()
+    assert celery_app.TASK_NAME in celery_app.app.tasks
     gpu_dockerfile = (ROOT / "docker" / "worker.Dockerfile").read_text()
     assert _dockerfile_cmd(gpu_dockerfile) == compose["services"]["worker"]["command"]
 
@@ -162,6 +198,7 @@ def test_redis_keeps_every_message(compose):
 def test_dependencies_wait_for_health_checks(compose):
     services = compose["services"]
     for name, service in _snnconv_services(compose).items():
+        assert {"redis", "postgres"} <= set(service["depends_on"]), name
         for dependency, condition in service["depends_on"].items():
             assert condition == {"condition": "service_healthy"}, (name, dependency)
             assert "healthcheck" in services[dependency], dependency
@@ -191,13 +228,56 @@ def _dockerfile_cmd(text: str) -> list[str]:
     return json.loads(match.group(1))
 
 
+def _require_docker_compose() -> None:
+    if shutil.which("docker-compose"):
+        return
+    message = "Debian's docker-compose is not installed (apt-get install docker-compose)"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{message}; .ci/run installs it", pytrace=False)
+    pytest.skip(message)
+
+
 def test_compose_validates_with_docker_compose():
-    if not shutil.which("docker-compose"):
-        pytest.skip("Debian's docker-compose is not installed (apt-get install docker-compose)")
+    _require_docker_compose()
     for files in VARIANTS.values():
-        args = ["docker-compose", "--project-directory", str(ROOT)]
-        for path in files:
-            args += ["-f", str(path)]
-        done = subprocess.run([*args, "config", "--quiet"], capture_output=True, text=True,
-                              check=False)
+        done = subprocess.run([*_compose_args(files), "config", "--quiet"], capture_output=True,
+                              text=True, check=False, env=_compose_env(PASSWORD))
         assert done.returncode == 0, done.stderr
+
+
+def test_compose_refuses_to_start_without_a_database_password(tmp_path):
+    _require_docker_compose()
+    empty = tmp_path / "empty.env"  # in place of ./.env, which may hold a developer's password
+    empty.write_text("")
+    for files in VARIANTS.values():
+        done = subprocess.run([*_compose_args(files), "--env-file", str(empty), "config",
+                               "--quiet"], capture_output=True, text=True, check=False,
+                              env=_compose_env(None))
+        assert done.returncode != 0 and "set POSTGRES_PASSWORD" in done.stderr, done.stderr
+
+
+def test_every_use_of_the_password_is_mandatory_and_shared():
+    for path in (BASE, CPU_OVERRIDE):
+        uses = [m for m in VARIABLE.finditer(path.read_text())
+                if m.group("name") == "POSTGRES_PASSWORD"]
+        assert uses, path
+        assert all(m.group("op") == ":?" for m in uses), f"{path}: a default password"
+        with pytest.raises(ValueError, match="set POSTGRES_PASSWORD"):
+            _merge_by_hand([path], {})
+    for files in VARIANTS.values():
+        services = _resolved(files)["services"]
+        assert services["postgres"]["environment"]["POSTGRES_PASSWORD"] == PASSWORD
+        for name, service in _snnconv_services({"services": services}).items():
+            url = service["environment"]["DATABASE_URL"]
+            assert url == f"postgresql://snnconv:{PASSWORD}@postgres:5432/snnconv", name
+
+
+def test_settings_refuse_the_old_default_password(monkeypatch):
+    """POSTGRES_PASSWORD=snnconv (the former Compose default) stops the containers' settings."""
+    services = _snnconv_services(_resolved([BASE], password="snnconv"))
+    for key in _settings_env_names():
+        monkeypatch.delenv(key, raising=False)
+    for key, value in services["api"]["environment"].items():
+        monkeypatch.setenv(key, str(value))
+    with pytest.raises(ValueError, match="password in DATABASE_URL is 'snnconv'"):
+        Settings()
