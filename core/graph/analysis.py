@@ -9,7 +9,7 @@ from torch import fx, nn
 from core.errors import UnsupportedModel
 from core.graph import patterns as P
 from core.graph.input_layout import permutation_of
-from core.graph.modules import ChannelAffine, ClampedReLU
+from core.graph.modules import INPUT_CODINGS, ChannelAffine, ClampedReLU, CQActivation
 from core.graph.rectifiers import non_rectifier_kind, rectifier_advice
 from core.preflight import NodeVerdict, PreflightReport
 
@@ -19,21 +19,15 @@ RESIDUAL_TARGETS = P.ADD_TARGETS | P.CONCAT_FUNCTIONS
 
 def is_activation(module: nn.Module | None) -> bool:
     """True for the modules the converter turns into spiking neurons."""
-    from core.train.cq import CQActivation
-
     return isinstance(module, (ClampedReLU, CQActivation))
 
 
 def is_cq(module: nn.Module | None) -> bool:
-    from core.train.cq import CQActivation
-
     return isinstance(module, CQActivation)
 
 
 def is_input_coding(module: nn.Module | None) -> bool:
-    from core.train.input_coding import ICEExpand, VREncode
-
-    return isinstance(module, (VREncode, ICEExpand))
+    return isinstance(module, INPUT_CODINGS)
 
 
 def activation_names(gm: fx.GraphModule) -> list[str]:
@@ -135,8 +129,9 @@ def preflight(gm: fx.GraphModule, *, fmt: str, input_shape: tuple[int, ...],
         problems.append(rectifier_advice(kinds))
     if not activations:
         problems.append("no ReLU-like activation found: nothing would become a spiking neuron")
-    if 0 < cq_count < len(activations):
-        problems.append("mixes CQ and plain activations: CQ methods need CQ everywhere")
+    warnings = []
+    if 0 < cq_count < len(activations):  # the classic methods still convert it
+        warnings.append("mixes CQ and plain activations: CQ methods need CQ everywhere")
     with torch.no_grad():
         try:
             out = gm(torch.zeros(2, *input_shape))
@@ -144,11 +139,10 @@ def preflight(gm: fx.GraphModule, *, fmt: str, input_shape: tuple[int, ...],
         except Exception as error:  # the model itself fails on its declared input shape
             problems.append(f"model fails on an input of shape {list(input_shape)}: {error}")
             num_outputs = None
-    fatal = [p for p in problems if not p.startswith("mixes")]
     return PreflightReport(
         format=fmt, input_shape=list(input_shape), num_outputs=num_outputs,
-        convertible=not fatal, spiking_layers=len(activations), cq_layers=cq_count,
-        nodes=verdicts, problems=problems,
+        convertible=not problems, spiking_layers=len(activations), cq_layers=cq_count,
+        nodes=verdicts, problems=problems + warnings,
     )
 
 

@@ -9,67 +9,15 @@ max pooling a ``nn.MaxPool2d`` module.
 
 from __future__ import annotations
 
-import copy
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
-from core.errors import UnsupportedModel
 from core.graph import patterns as P
-from core.graph.modules import ChannelAffine, ClampedReLU
-
-
-class LeafTracer(fx.Tracer):
-    """Keeps our own activation, affine and input-coding modules as single call_module nodes."""
-
-    def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
-        from core.train.cq import CQActivation
-        from core.train.input_coding import ICEExpand, VREncode
-
-        leaves = (ClampedReLU, ChannelAffine, CQActivation, VREncode, ICEExpand)
-        return isinstance(module, leaves) or super().is_leaf_module(module, qualified_name)
-
-
-def trace(model: nn.Module) -> fx.GraphModule:
-    """A GraphModule for any model (a copy; modules already traced are copied too)."""
-    duplicate = copy.deepcopy(model)
-    if isinstance(duplicate, fx.GraphModule):
-        return duplicate
-    try:
-        graph = LeafTracer().trace(duplicate)
-    except Exception as error:  # fx raises many types for untraceable control flow
-        raise UnsupportedModel(
-            f"the model could not be traced symbolically ({error}); remove data-dependent "
-            "control flow or export it to ONNX first") from error
-    return fx.GraphModule(duplicate, graph, type(duplicate).__name__)
-
-
-def _finish(gm: fx.GraphModule) -> fx.GraphModule:
-    gm.graph.eliminate_dead_code()
-    gm.graph.lint()
-    gm.delete_all_unused_submodules()
-    gm.recompile()
-    return gm
-
-
-def _unique_name(gm: fx.GraphModule, base: str) -> str:
-    name, index = base.replace(".", "_"), 1
-    while hasattr(gm, name):
-        name, index = f"{base.replace('.', '_')}_{index}", index + 1
-    return name
-
-
-def _replace_with_module(gm: fx.GraphModule, node: fx.Node, module: nn.Module,
-                         source: fx.Node, base: str) -> fx.Node:
-    """Insert ``module(source)`` before ``node`` and route node's users to it."""
-    name = _unique_name(gm, base)
-    gm.add_submodule(name, module)
-    with gm.graph.inserting_before(node):
-        new = gm.graph.call_module(name, (source,))
-    node.replace_all_uses_with(new)
-    return new
+from core.graph.ice import recognise_ice
+from core.graph.modules import ChannelAffine, ClampedReLU, CQActivation
+from core.graph.patterns import trace
 
 
 def remove_passthrough(gm: fx.GraphModule) -> fx.GraphModule:
@@ -80,7 +28,7 @@ def remove_passthrough(gm: fx.GraphModule) -> fx.GraphModule:
         if isinstance(module, P.DROPOUT_MODULES) or P.is_function(node, P.DROPOUT_FUNCTIONS):
             node.replace_all_uses_with(node.args[0])
             gm.graph.erase_node(node)
-    return _finish(gm)
+    return P.finish(gm)
 
 
 def strip_output_softmax(gm: fx.GraphModule) -> fx.GraphModule:
@@ -97,18 +45,14 @@ def strip_output_softmax(gm: fx.GraphModule) -> fx.GraphModule:
         output.args = (inner,)
         gm.graph.erase_node(result)
         result = inner
-    return _finish(gm)
+    return P.finish(gm)
 
 
 def _fold_into(layer: nn.Module, bn: nn.Module) -> nn.Module:
-    """W' = W·γ/√(σ²+ε), b' = (b−μ)·γ/√(σ²+ε) + β, per output channel."""
-    folded = copy.deepcopy(layer)
-    scale, shift = _bn_affine(bn)
-    weight = folded.weight.detach()
-    folded.weight = nn.Parameter(weight * scale.view(-1, *([1] * (weight.dim() - 1))))
-    bias = folded.bias.detach() if folded.bias is not None else torch.zeros_like(scale)
-    folded.bias = nn.Parameter(bias * scale + shift)
-    return folded
+    """W' = W·γ/√(σ²+ε), b' = (b−μ)·γ/√(σ²+ε) + β, per output channel (torch's fusion)."""
+    if isinstance(layer, nn.Linear):
+        return fuse_linear_bn_eval(layer, bn)
+    return fuse_conv_bn_eval(layer, bn)
 
 
 def _bn_affine(bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
@@ -131,15 +75,16 @@ def fold_batchnorm(gm: fx.GraphModule) -> fx.GraphModule:
         layer = P.module_of(gm, source) if isinstance(source, fx.Node) else None
         foldable = (isinstance(layer, (nn.Conv1d, nn.Conv2d, nn.Linear))
                     and len(source.users) == 1
-                    and layer.weight.shape[0] == bn.running_mean.shape[0])
+                    and layer.weight.shape[0] == bn.running_mean.shape[0]
+                    and (bn.affine or not isinstance(layer, nn.Linear)))  # torch needs γ, β
         if foldable:
             gm.add_submodule(str(source.target), _fold_into(layer, bn))
             node.replace_all_uses_with(source)
         else:
-            _replace_with_module(gm, node, ChannelAffine(*_bn_affine(bn)), source,
-                                 f"{node.target}_affine")
+            P.replace_with_module(gm, node, ChannelAffine(*_bn_affine(bn)), source,
+                                  f"{node.target}_affine")
         gm.graph.erase_node(node)
-    return _finish(gm)
+    return P.finish(gm)
 
 
 def _clamp_bounds(gm: fx.GraphModule, node: fx.Node) -> tuple[float | None, float | None] | None:
@@ -180,83 +125,27 @@ def recognise_activations(gm: fx.GraphModule) -> fx.GraphModule:
         if node.op == "call_module":  # keep the user's layer name
             gm.add_submodule(str(node.target), ClampedReLU(bounds[1]))
             continue
-        _replace_with_module(gm, node, ClampedReLU(bounds[1]), node.args[0], f"{node.name}_act")
+        P.replace_with_module(gm, node, ClampedReLU(bounds[1]), node.args[0], f"{node.name}_act")
         gm.graph.erase_node(node)
-    return _finish(gm)
-
-
-def _single_user(node: fx.Node) -> fx.Node | None:
-    return next(iter(node.users)) if len(node.users) == 1 else None
-
-
-def _scale_factor(gm: fx.GraphModule, node: fx.Node, source: fx.Node) -> float | None:
-    """For ``source·k`` (or ``k·source``) return k; for ``source/k`` return 1/k."""
-    if P.is_function(node, P.MUL_TARGETS):
-        other = node.args[1] if node.args[0] is source else node.args[0]
-        return P.scalar_constant(gm, other)
-    if P.is_function(node, P.DIV_TARGETS) and node.args[0] is source:
-        divisor = P.scalar_constant(gm, node.args[1])
-        return None if not divisor else 1.0 / divisor
-    return None
-
-
-@dataclass(frozen=True)
-class QuantiseChain:
-    """clamp(z, 0, m) → ×up → floor [→ ×down], as a graph spells floor-quantisation.
-
-    ``end``/``down`` are None when the floor's result is not rescaled on its own (ICE divides
-    the concatenation of its grids by L once).
-    """
-
-    clamp: fx.Node
-    mul: fx.Node | None  # None for ×1, which exporters fold away
-    floor: fx.Node
-    up: float
-    end: fx.Node | None = None
-    down: float | None = None
-
-
-def quantise_chain(gm: fx.GraphModule, clamp: fx.Node) -> QuantiseChain | None:
-    """The single-user chain ×up → floor (→ ÷ or ×) that follows a ClampedReLU(m) node."""
-    module = P.module_of(gm, clamp)
-    if not isinstance(module, ClampedReLU) or module.clamp_max is None:
-        return None
-    def is_floor(node: fx.Node | None) -> bool:
-        return node is not None and (P.is_function(node, P.FLOOR_FUNCTIONS)
-                                     or P.is_method(node, {"floor"}))
-
-    mul = _single_user(clamp)
-    if is_floor(mul):
-        mul, floor, up = None, mul, 1.0
-    else:
-        floor = _single_user(mul) if mul is not None else None
-        up = _scale_factor(gm, mul, clamp) if is_floor(floor) else None
-    if up is None or up <= 0:
-        return None
-    end = _single_user(floor)
-    down = _scale_factor(gm, end, floor) if end is not None else None
-    return QuantiseChain(clamp=clamp, mul=mul, floor=floor, up=up,
-                         end=end if down is not None else None, down=down)
+    return P.finish(gm)
 
 
 def recognise_cq(gm: fx.GraphModule) -> fx.GraphModule:
     """ClampedReLU(m) → ×L → floor → ÷L (the CQ activation as exported) becomes CQActivation."""
-    from core.train.cq import CQActivation
-
     gm = trace(gm)
     for node in list(gm.graph.nodes):
-        chain = quantise_chain(gm, node)
+        chain = P.quantise_chain(gm, node)
         if chain is None or chain.down is None or abs(chain.up * chain.down - 1.0) > 1e-6:
             continue
         levels = round(chain.up)
         if abs(levels - chain.up) > 1e-4:
             continue
         cq = CQActivation(clamp_max=P.module_of(gm, node).clamp_max, levels=levels)
-        _replace_with_module(gm, chain.end, cq, node.args[0], f"{node.target}_cq")
+        P.replace_with_module(gm, chain.end, cq, node.args[0], f"{node.target}_cq")
         for dead in (chain.end, chain.floor, chain.mul, node):
             if dead is not None:
                 gm.graph.erase_node(dead)
-    return _finish(gm)
+    return P.finish(gm)
 
 
 def modularise_max_pool(gm: fx.GraphModule) -> fx.GraphModule:
@@ -265,21 +154,17 @@ def modularise_max_pool(gm: fx.GraphModule) -> fx.GraphModule:
     for node in list(gm.graph.nodes):
         if not P.is_function(node, {F.max_pool2d, torch.max_pool2d}):
             continue
-        kernel = P.node_arg(node, 1, "kernel_size")
-        stride = P.node_arg(node, 2, "stride") or kernel
-        padding = P.node_arg(node, 3, "padding", 0)
-        dilation = P.node_arg(node, 4, "dilation", 1)
-        ceil_mode = P.node_arg(node, 5, "ceil_mode", False)
-        pool = nn.MaxPool2d(kernel, stride, padding, dilation, ceil_mode=ceil_mode)
-        _replace_with_module(gm, node, pool, node.args[0], "maxpool")
+        given = P.max_pool_arguments(node)
+        kernel = given.get("kernel_size")
+        pool = nn.MaxPool2d(kernel, given.get("stride") or kernel, given.get("padding", 0),
+                            given.get("dilation", 1), ceil_mode=given.get("ceil_mode", False))
+        P.replace_with_module(gm, node, pool, node.args[0], "maxpool")
         gm.graph.erase_node(node)
-    return _finish(gm)
+    return P.finish(gm)
 
 
 def recognise_input_coding(gm: fx.GraphModule) -> fx.GraphModule:
     """An ICE coding block at the input becomes one ICEExpand module (core/graph/ice.py)."""
-    from core.graph.ice import recognise_ice
-
     return recognise_ice(gm)
 
 

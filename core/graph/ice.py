@@ -16,9 +16,7 @@ from dataclasses import dataclass
 from torch import fx
 
 from core.graph import patterns as P
-from core.graph.analysis import is_cq
-from core.graph.canonicalize import _finish, _replace_with_module, quantise_chain, trace
-from core.graph.modules import ClampedReLU
+from core.graph.modules import ClampedReLU, CQActivation, ICEExpand
 
 
 @dataclass(frozen=True)
@@ -31,9 +29,9 @@ class _Grid:
 def _grid_of(gm: fx.GraphModule, user: fx.Node) -> tuple[fx.Node, _Grid] | None:
     """(chain end, its grid) for a chain floor(clamp(p, 0, T/g)·g) [÷L] starting at ``user``."""
     module = P.module_of(gm, user)
-    if is_cq(module):  # the chain on the grid g = L, already recognised as a CQ activation
+    if isinstance(module, CQActivation):  # the chain on the grid g = L, already recognised
         return user, _Grid(module.levels, module.window, module.levels)
-    chain = quantise_chain(gm, user)
+    chain = P.quantise_chain(gm, user)
     if chain is None or not isinstance(module, ClampedReLU):
         return None
     grid = round(chain.up)
@@ -50,7 +48,7 @@ def _grid_of(gm: fx.GraphModule, user: fx.Node) -> tuple[fx.Node, _Grid] | None:
 
 def _divisor_after(gm: fx.GraphModule, node: fx.Node) -> tuple[fx.Node, int] | None:
     """(the ÷L node, L) when ``node``'s single user divides it by a whole number."""
-    user = next(iter(node.users)) if len(node.users) == 1 else None
+    user = P.single_user(node)
     if user is None or not P.is_function(user, P.DIV_TARGETS) or user.args[0] is not node:
         return None
     divisor = P.scalar_constant(gm, user.args[1])
@@ -71,8 +69,6 @@ def _grids_and_copies(grids: list[int], levels: int) -> tuple[int, int] | None:
 
 def _ice_block(gm: fx.GraphModule, source: fx.Node):
     """(last node of the block, ICEExpand) when ``source`` is coded by ICE, else None."""
-    from core.train.input_coding import ICEExpand
-
     chains = dict(found for user in source.users if (found := _grid_of(gm, user)) is not None)
     if len(chains) < 2 or len(chains) != len(source.users):
         return None
@@ -100,12 +96,12 @@ def _ice_block(gm: fx.GraphModule, source: fx.Node):
 
 def recognise_ice(gm: fx.GraphModule) -> fx.GraphModule:
     """An ICE coding block at the input becomes one ``ICEExpand`` module (see module doc)."""
-    gm = trace(gm)
-    source = next(n for n in gm.graph.nodes if n.op == "placeholder")
+    gm = P.trace(gm)
+    source = P.graph_input(gm)
     found = _ice_block(gm, source)
     if found is None:
         return gm
     end, coding = found
-    _replace_with_module(gm, end, coding, source, "input_encoder")
+    P.replace_with_module(gm, end, coding, source, "input_encoder")
     gm.graph.erase_node(end)
-    return _finish(gm)
+    return P.finish(gm)

@@ -15,7 +15,6 @@ from torch import fx
 
 from core.errors import InvalidSpec
 from core.graph import patterns as P
-from core.graph.canonicalize import trace
 from core.preflight import NodeVerdict
 
 PERMUTE_FUNCTIONS = {torch.permute}
@@ -46,7 +45,7 @@ def adapt_input_layout(gm: fx.GraphModule, model_sample_shape: tuple[int, ...],
                 f" has samples of shape {list(data_shape)}")
     if sorted(model_shape) != sorted(data_shape):
         raise InvalidSpec(mismatch)
-    adapted = trace(gm)
+    adapted = P.trace(gm)
     node, perm = _input_permute(adapted, len(model_shape) + 1, mismatch)
     _require_layout_fix(perm, model_shape, data_shape, mismatch)
     verdict = NodeVerdict(
@@ -59,9 +58,7 @@ def adapt_input_layout(gm: fx.GraphModule, model_sample_shape: tuple[int, ...],
     if "probe" in placeholder.meta:  # the importer's shape record now describes NCHW input
         placeholder.meta["probe"] = node.meta.get("probe")
     adapted.graph.erase_node(node)
-    adapted.graph.lint()
-    adapted.recompile()
-    return InputLayout(module=adapted, removed=[verdict])
+    return InputLayout(module=P.finish(adapted, prune=False), removed=[verdict])
 
 
 def _dataset(name: str) -> str:

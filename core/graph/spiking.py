@@ -8,8 +8,8 @@ from torch import fx, nn
 
 from core.graph import patterns as P
 from core.graph.analysis import is_activation
-from core.graph.canonicalize import trace
-from core.neurons import SpikeMaxPool
+from core.graph.patterns import trace
+from core.neurons import MultiStep, SpikeMaxPool
 
 NeuronFactory = Callable[[str, nn.Module], nn.Module]
 
@@ -60,9 +60,7 @@ def strip_leading_module(gm: fx.GraphModule, kind: type) -> tuple[fx.GraphModule
                 == "placeholder":
             node.replace_all_uses_with(node.args[0])
             result.graph.erase_node(node)
-            result.delete_all_unused_submodules()
-            result.recompile()
-            return result, module
+            return P.finish(result), module
     return result, None
 
 
@@ -73,8 +71,6 @@ def constant_input_is_safe(snn: fx.GraphModule) -> bool:
     after a neuron (such a node would see tensors with different numbers of rows) and the
     output depends on a neuron.
     """
-    from core.neurons import MultiStep
-
     analog: set[fx.Node] = set()
     for node in snn.graph.nodes:
         if node.op == "placeholder":
@@ -82,7 +78,7 @@ def constant_input_is_safe(snn: fx.GraphModule) -> bool:
             continue
         if isinstance(P.module_of(snn, node), MultiStep):
             continue
-        data = [arg for arg in node.all_input_nodes if arg.op != "get_attr"]
+        data = P.data_inputs(node)
         from_input = [arg in analog for arg in data]
         if any(from_input) and not all(from_input):
             return False

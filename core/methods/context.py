@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -13,10 +12,20 @@ from torch import fx
 from core.spec import JobSpec
 from core.train.recognise import CQDetection
 
-if TYPE_CHECKING:  # core.methods.cq imports this module
-    from core.methods.cq import CQNetwork
-
 StageProgress = Callable[[str, float, str], None]
+
+
+@dataclass
+class CQNetwork:
+    """The CQ-trained ANN that cq-asg, cq-if and cq-ctt convert, built once per job."""
+
+    model: fx.GraphModule           # the CQ ANN, input coding (if any) as its first module
+    body: fx.GraphModule            # the same without the input coding: what becomes the SNN
+    coding: torch.nn.Module | None  # VREncode / ICEExpand, or None for direct input
+    clamp_max: float
+    levels: int
+    window: int
+    finetune: dict
 
 
 @dataclass

@@ -6,9 +6,6 @@ the same network and their curves compare like for like.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import torch
 from torch import fx, nn
 
 from core.datasets import Split
@@ -16,25 +13,15 @@ from core.errors import InvalidSpec
 from core.graph import patterns as P
 from core.graph.analysis import is_activation, is_cq
 from core.graph.canonicalize import TRAINING_PASSES, canonicalize
+from core.graph.modules import ICEExpand, VREncode
 from core.graph.spiking import strip_leading_module
-from core.methods.context import ConversionContext
-from core.train import ICEExpand, VREncode, fit, to_cq, with_input_coding
+from core.methods.context import ConversionContext, CQNetwork
+from core.train import fit, to_cq, with_input_coding
 from core.train.batchnorm import with_fresh_batchnorm
 from core.train.clamp_fit import scale_to_clamp
 from core.train.recognise import split_input_coding
 
 CODING_TYPES = (VREncode, ICEExpand)
-
-
-@dataclass
-class CQNetwork:
-    model: fx.GraphModule           # the CQ ANN, input coding (if any) as its first module
-    body: fx.GraphModule            # the same without the input coding: what becomes the SNN
-    coding: torch.nn.Module | None  # VREncode / ICEExpand, or None for direct input
-    clamp_max: float
-    levels: int
-    window: int
-    finetune: dict
 
 
 def default_clamp_max(window: int) -> float:

@@ -1,9 +1,13 @@
-"""CQ training: the activation, the ReLU → CQ rewrite, input coding, the training loop, export."""
+"""CQ training: the ReLU → CQ rewrite, input coding, the training loop, export.
 
-from core.train.cq import CQActivation, cq_quantize
+The modules it inserts (``CQActivation``, ``VREncode``, ``ICEExpand``) live in
+core/graph/modules.py beside the other canonical modules; they are re-exported here.
+"""
+
+from core.graph.modules import CQActivation, ICEExpand, VREncode, cq_quantize
 from core.train.export import export_onnx, export_safetensors
 from core.train.fit import EpochStats, FitResult, evaluate, fit
-from core.train.input_coding import ICEExpand, VREncode, with_input_coding
+from core.train.input_coding import with_input_coding
 from core.train.rewrite import to_cq
 
 __all__ = [

@@ -24,7 +24,6 @@ from torch import fx, nn
 from core.calibrate import visit_outputs
 from core.graph import patterns as P
 from core.graph.analysis import is_activation
-from core.graph.canonicalize import trace
 
 _LAYERS = (nn.Conv1d, nn.Conv2d, nn.Linear)
 _BATCHNORM_FOR = {nn.Conv1d: nn.BatchNorm1d, nn.Conv2d: nn.BatchNorm2d, nn.Linear: nn.BatchNorm1d}
@@ -81,7 +80,7 @@ def with_fresh_batchnorm(model: nn.Module,
 
     ``batches()`` yields calibration inputs (what the model's first layer receives).
     """
-    gm = trace(model).eval()
+    gm = P.trace(model).eval()
     targets = [n for n in gm.graph.nodes if _needs_batchnorm(gm, n)]
     if not targets:
         return gm
@@ -89,15 +88,6 @@ def with_fresh_batchnorm(model: nn.Module,
     for node in targets:
         layer = gm.get_submodule(str(node.target))
         mean, var = moments[str(node.target)].mean_var()
-        name = f"{str(node.target).replace('.', '_')}_bn"
-        while hasattr(gm, name):
-            name = f"_{name}"
-        gm.add_submodule(name, identity_batchnorm(layer, mean, var))
-        users = list(node.users)
-        with gm.graph.inserting_after(node):
-            normalised = gm.graph.call_module(name, (node,))
-        for user in users:
-            user.replace_input_with(node, normalised)
-    gm.graph.lint()
-    gm.recompile()
-    return gm.eval()  # the fresh layers were created in training mode
+        P.insert_module_after(gm, node, identity_batchnorm(layer, mean, var),
+                              f"{node.target}_bn")
+    return P.finish(gm, prune=False).eval()  # the fresh layers were created in training mode

@@ -32,7 +32,7 @@ from torch import fx, nn
 from core.calibrate import visit_outputs
 from core.graph import patterns as P
 from core.graph.canonicalize import recognise_activations
-from core.graph.modules import ClampedReLU
+from core.graph.modules import ClampedReLU, cq_quantize
 
 _WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Linear)
 _AFFINE_PRODUCERS = _WEIGHTED + P.BATCHNORM_MODULES
@@ -57,10 +57,7 @@ def _scale_output(module: nn.Module, factor: float) -> bool:
 
 def _insert_scaling(gm: fx.GraphModule, source: fx.Node, factor: float,
                     users: list[fx.Node]) -> None:
-    with gm.graph.inserting_after(source):
-        scaled = gm.graph.call_function(operator.mul, (source, factor))
-    for user in users:
-        user.replace_input_with(source, scaled)
+    P.insert_after(gm, source, "call_function", operator.mul, (source, factor), users)
 
 
 def _scale_activation_input(gm: fx.GraphModule, node: fx.Node, factor: float,
@@ -115,7 +112,7 @@ def least_loss_level(values: torch.Tensor, clamp_max: float, levels: int) -> flo
     for fraction in torch.linspace(1.0 / CANDIDATES, 1.0, CANDIDATES).tolist():
         level = top * fraction
         scale = clamp_max / level
-        quantised = torch.floor(torch.clamp(values * scale, 0.0, clamp_max) * levels) / levels
+        quantised = cq_quantize(values * scale, clamp_max, levels)
         error = float(((values - quantised / scale) ** 2).mean())
         if error < best_error:
             best, best_error = level, error
@@ -142,6 +139,4 @@ def scale_to_clamp(model: nn.Module, clamp_max: float, levels: int,
         activation = P.module_of(gm, node)
         if activation.clamp_max is not None:
             activation.clamp_max *= factor
-    gm.graph.lint()
-    gm.recompile()
-    return gm
+    return P.finish(gm, prune=False)

@@ -29,29 +29,18 @@ def onnx_bytes(
     """
     model = model.cpu().eval()
     example = (torch.zeros(*input_shape),)
+    common = {"opset_version": opset, "input_names": [INPUT_NAME], "output_names": [OUTPUT_NAME]}
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if dynamo:
             program = torch.onnx.export(
-                model,
-                example,
-                dynamo=True,
-                opset_version=opset,
-                input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
+                model, example, dynamo=True, verbose=False, **common,
                 dynamic_shapes=({0: torch.export.Dim("batch")},),
-                verbose=False,
             )
             return program.model_proto.SerializeToString()
         buffer = io.BytesIO()
         torch.onnx.export(
-            model,
-            example,
-            buffer,
-            dynamo=False,
-            opset_version=opset,
-            input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
+            model, example, buffer, dynamo=False, **common,
             dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
         )
         return buffer.getvalue()

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from pydantic import BaseModel, Field
 from torch import nn
 
-from core.errors import InvalidSpec, JobCancelled
+from core.errors import InvalidSpec
+from core.inference import batched_logits
 
 OptimizerName = Literal["adam", "sgd", "adadelta"]
 LossName = Literal["ce", "mse"]
@@ -111,20 +112,17 @@ def fit(
     seed: int = 0,
     device: str | torch.device = "cpu",
     progress: Callable[[float, str], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
-    input_transform: nn.Module | None = None,
 ) -> FitResult:
     """Train ``model`` in place on ``train`` and return per-epoch statistics.
 
     The learning rate is multiplied by ``lr_decay`` after every epoch (the paper's ×0.7).
     ``augment`` adds random ±2 px shifts and Gaussian noise σ = 0.01 (see shift_and_noise).
-    ``input_transform`` (e.g. VREncode) is applied to each batch after augmentation.
     Deterministic for a given ``seed`` on CPU: shuffling and augmentation use their own
     generator, and the global torch RNG (dropout, initialisation of lazily created state) is
     seeded inside a forked RNG scope, so the caller's RNG state is left unchanged.
-    ``progress(fraction, message)`` is called about 20 times per epoch; when ``should_stop()``
-    returns True, JobCancelled is raised between batches.  The model is left on ``device``,
-    in eval mode.
+    ``progress(fraction, message)`` is called about 20 times per epoch; an exception it
+    raises (the worker's JobCancelled) stops training there.  The model is left on
+    ``device``, in eval mode.
     """
     _check_split(train)
     if epochs < 0 or batch_size < 1 or lr <= 0:
@@ -132,99 +130,22 @@ def fit(
             f"need epochs ≥ 0, batch_size ≥ 1 and lr > 0, got {epochs}, {batch_size}, {lr}"
         )
     device = torch.device(device)
-    with torch.random.fork_rng(devices=_rng_devices(device), device_type=device.type):
-        torch.manual_seed(seed)
-        return _train(
-            model,
-            train,
-            epochs=epochs,
-            lr=lr,
-            batch_size=batch_size,
-            optimizer_name=optimizer,
-            lr_decay=lr_decay,
-            loss_name=loss,
-            augment=augment,
-            generator=torch.Generator().manual_seed(seed),
-            device=device,
-            progress=progress,
-            should_stop=should_stop,
-            input_transform=input_transform,
-        )
-
-
-def _rng_devices(device: torch.device) -> list[int]:
-    """Accelerator indices whose RNG state fit forks (the CPU's is always forked)."""
-    if device.type != "cuda":
-        return []
-    return [device.index if device.index is not None else torch.cuda.current_device()]
-
-
-def _train(
-    model: nn.Module,
-    train: ArraySplit,
-    *,
-    epochs: int,
-    lr: float,
-    batch_size: int,
-    optimizer_name: str,
-    lr_decay: float,
-    loss_name: str,
-    augment: bool,
-    generator: torch.Generator,
-    device: torch.device,
-    progress: Callable[[float, str], None] | None,
-    should_stop: Callable[[], bool] | None,
-    input_transform: nn.Module | None,
-) -> FitResult:
-    model.to(device)
-    model.requires_grad_(True)  # imported weights arrive frozen, for inference only
-    transform = input_transform.to(device) if input_transform is not None else nn.Identity()
-    optimizer = _optimizer(optimizer_name, model.parameters(), lr)
-    schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=lr_decay)
-    images_all = torch.from_numpy(np.ascontiguousarray(train.x, dtype=np.float32))
-    labels_all = torch.from_numpy(np.ascontiguousarray(train.y, dtype=np.int64))
-    batches_per_epoch = -(-len(labels_all) // batch_size)
-    report_every = max(1, batches_per_epoch // PROGRESS_REPORTS_PER_EPOCH)
     history: list[EpochStats] = []
     started = time.perf_counter()
-    for epoch in range(epochs):
-        epoch_started = time.perf_counter()
-        model.train()
-        loss_sum, correct, seen = 0.0, 0, 0
-        for index, batch in enumerate(_batches(len(labels_all), batch_size, generator)):
-            if should_stop is not None and should_stop():
-                raise JobCancelled(f"training stopped during epoch {epoch + 1} of {epochs}")
-            if len(batch) < 2:
-                continue  # BatchNorm cannot train on a single sample
-            images = images_all[batch].to(device, non_blocking=True)
-            labels = labels_all[batch].to(device, non_blocking=True)
-            if augment:
-                images = shift_and_noise(images, generator)
-            logits = model(transform(images))
-            batch_loss = _loss(loss_name, logits, labels)
-            optimizer.zero_grad(set_to_none=True)
-            batch_loss.backward()
-            optimizer.step()
-            loss_sum += batch_loss.item() * len(batch)
-            correct += int((logits.argmax(1) == labels).sum())
-            seen += len(batch)
-            if progress is not None and (index + 1) % report_every == 0:
-                fraction = (epoch + (index + 1) / batches_per_epoch) / epochs
-                progress(
-                    min(fraction, 1.0),
-                    f"epoch {epoch + 1}/{epochs}, batch {index + 1}/{batches_per_epoch}, "
-                    f"loss {loss_sum / seen:.4f}",
-                )
-        history.append(
-            EpochStats(
-                epoch=epoch + 1,
-                loss=loss_sum / max(seen, 1),
-                accuracy=correct / max(seen, 1),
-                lr=optimizer.param_groups[0]["lr"],
-                seconds=time.perf_counter() - epoch_started,
-            )
-        )
-        schedule.step()
+    with torch.random.fork_rng(devices=_rng_devices(device), device_type=device.type):
+        torch.manual_seed(seed)
+        generator = torch.Generator().manual_seed(seed)
+        model.to(device)
+        model.requires_grad_(True)  # imported weights arrive frozen, for inference only
+        optim = _optimizer(optimizer, model.parameters(), lr)
+        schedule = torch.optim.lr_scheduler.StepLR(optim, step_size=1, gamma=lr_decay)
+        images = torch.from_numpy(np.ascontiguousarray(train.x, dtype=np.float32))
+        labels = torch.from_numpy(np.ascontiguousarray(train.y, dtype=np.int64))
+        for epoch in range(epochs):
+            history.append(_epoch(model, optim, images, labels, epoch=epoch, epochs=epochs,
+                                  batch_size=batch_size, loss=loss, augment=augment,
+                                  generator=generator, device=device, progress=progress))
+            schedule.step()
     model.eval()
     return FitResult(
         epochs=len(history),
@@ -235,24 +156,62 @@ def _train(
     )
 
 
-@torch.no_grad()
-def predict_logits(
+def _rng_devices(device: torch.device) -> list[int]:
+    """Accelerator indices whose RNG state fit forks (the CPU's is always forked)."""
+    if device.type != "cuda":
+        return []
+    return [device.index if device.index is not None else torch.cuda.current_device()]
+
+
+def _epoch(
     model: nn.Module,
-    images: np.ndarray,
-    batch_size: int = 256,
-    device: str | torch.device = "cpu",
-    input_transform: nn.Module | None = None,
-) -> torch.Tensor:
-    """Logits of ``model`` (eval mode) for a float32 N × C × H × W array, on the CPU."""
-    device = torch.device(device)
-    model.to(device).eval()
-    transform = input_transform.to(device) if input_transform is not None else nn.Identity()
-    tensor = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
-    outputs = [
-        model(transform(tensor[start : start + batch_size].to(device))).cpu()
-        for start in range(0, len(tensor), batch_size)
-    ]
-    return torch.cat(outputs)
+    optimizer: torch.optim.Optimizer,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    epoch: int,
+    epochs: int,
+    batch_size: int,
+    loss: str,
+    augment: bool,
+    generator: torch.Generator,
+    device: torch.device,
+    progress: Callable[[float, str], None] | None,
+) -> EpochStats:
+    """One pass over the training data in shuffled batches (epoch counts from 0)."""
+    started = time.perf_counter()
+    batches = -(-len(labels) // batch_size)
+    report_every = max(1, batches // PROGRESS_REPORTS_PER_EPOCH)
+    model.train()
+    loss_sum, correct, seen = 0.0, 0, 0
+    for index, batch in enumerate(_batches(len(labels), batch_size, generator)):
+        if len(batch) < 2:
+            continue  # BatchNorm cannot train on a single sample
+        x = images[batch].to(device, non_blocking=True)
+        y = labels[batch].to(device, non_blocking=True)
+        if augment:
+            x = shift_and_noise(x, generator)
+        logits = model(x)
+        batch_loss = _loss(loss, logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        batch_loss.backward()
+        optimizer.step()
+        loss_sum += batch_loss.item() * len(batch)
+        correct += int((logits.argmax(1) == y).sum())
+        seen += len(batch)
+        if progress is not None and (index + 1) % report_every == 0:
+            progress(
+                min((epoch + (index + 1) / batches) / epochs, 1.0),
+                f"epoch {epoch + 1}/{epochs}, batch {index + 1}/{batches}, "
+                f"loss {loss_sum / seen:.4f}",
+            )
+    return EpochStats(
+        epoch=epoch + 1,
+        loss=loss_sum / max(seen, 1),
+        accuracy=correct / max(seen, 1),
+        lr=optimizer.param_groups[0]["lr"],
+        seconds=time.perf_counter() - started,
+    )
 
 
 def evaluate(
@@ -260,9 +219,8 @@ def evaluate(
     split: ArraySplit,
     batch_size: int = 256,
     device: str | torch.device = "cpu",
-    input_transform: nn.Module | None = None,
 ) -> float:
-    """Top-1 accuracy (a fraction) of ``model`` on ``split``."""
+    """Top-1 accuracy (a fraction) of ``model`` (moved to ``device``, eval mode) on ``split``."""
     _check_split(split)
-    logits = predict_logits(model, split.x, batch_size, device, input_transform)
+    logits = batched_logits(model.to(device).eval(), split.x, batch_size, device)
     return float((logits.argmax(1) == torch.from_numpy(np.asarray(split.y))).float().mean())

@@ -18,10 +18,8 @@ from torch import fx, nn
 from core.errors import InvalidSpec
 from core.graph import patterns as P
 from core.graph.analysis import is_activation, is_cq
-from core.graph.canonicalize import trace
+from core.graph.modules import CQActivation, ICEExpand, VREncode, cq_window
 from core.graph.spiking import strip_leading_module
-from core.train.cq import CQActivation
-from core.train.input_coding import ICEExpand, VREncode
 
 
 @dataclass(frozen=True)
@@ -40,7 +38,7 @@ class CQDetection:
 
     @property
     def window(self) -> int | None:
-        return None if self.levels is None else round(self.clamp_max * self.levels)
+        return None if self.levels is None else cq_window(self.clamp_max, self.levels)
 
     def describe(self) -> dict:
         if not self.is_cq:
@@ -65,15 +63,10 @@ def cq_levels(gm: fx.GraphModule) -> tuple[float, int] | None:
     return settings.pop()
 
 
-def _input(gm: fx.GraphModule) -> fx.Node:
-    return next(n for n in gm.graph.nodes if n.op == "placeholder")
-
-
 def _first_module(gm: fx.GraphModule) -> nn.Module | None:
     """The module applied to the input, when the input has no other use."""
-    source = next(n for n in gm.graph.nodes if n.op == "placeholder")
-    users = list(source.users)
-    return P.module_of(gm, users[0]) if len(users) == 1 else None
+    user = P.single_user(P.graph_input(gm))
+    return P.module_of(gm, user) if user is not None else None
 
 
 def detect(gm: fx.GraphModule) -> CQDetection:
@@ -96,7 +89,7 @@ def split_input_coding(gm: fx.GraphModule,
                        found: CQDetection) -> tuple[fx.GraphModule, nn.Module | None]:
     """(``gm`` without its detected input coding, the coding as a module, or None)."""
     if found.coding == "direct":
-        return trace(gm), None
+        return P.trace(gm), None
     body, module = strip_leading_module(gm, CQActivation if found.coding == "vr" else ICEExpand)
     if found.coding == "vr":  # the CQ activation on the raw pixels is exactly VR coding
         return body, VREncode(found.levels, found.clamp_max)

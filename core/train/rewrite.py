@@ -11,53 +11,28 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from core.errors import UnsupportedModel
+from core.graph import patterns as P
+from core.graph.analysis import is_activation, is_cq
 from core.graph.canonicalize import recognise_activations
-from core.graph.modules import ClampedReLU
-from core.graph.patterns import reaches
-from core.train.cq import CQActivation
+from core.graph.modules import ClampedReLU, CQActivation
 
 _AVG_POOL_MODULES = (nn.AvgPool2d, nn.AdaptiveAvgPool2d)
 _AVG_POOL_FUNCTIONS = {F.avg_pool2d, F.adaptive_avg_pool2d}
 
 
-def _is_avg_pool(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
-    if node.op == "call_module":
-        return isinstance(modules[node.target], _AVG_POOL_MODULES)
-    return node.op == "call_function" and node.target in _AVG_POOL_FUNCTIONS
+def _is_avg_pool(gm: fx.GraphModule, node: fx.Node) -> bool:
+    return isinstance(P.module_of(gm, node), _AVG_POOL_MODULES) \
+        or P.is_function(node, _AVG_POOL_FUNCTIONS)
 
 
-def is_cq_node(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
-    """True when ``node`` applies a CQActivation module."""
-    return node.op == "call_module" and isinstance(modules.get(node.target), CQActivation)
-
-
-def _feeds_spiking_layer(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+def _feeds_spiking_layer(gm: fx.GraphModule, node: fx.Node) -> bool:
     """Whether a spiking layer (an activation) lies downstream of ``node``.
 
     A pool from which only linear layers lead to the output (global pooling → classifier) is
     part of the readout: the output layer integrates its current without spiking, so it is
     not quantised.  Quantising it would at T = 1 turn every global average below m into 0.
     """
-    return reaches(node, hit=lambda current: current.op == "call_module"
-                   and isinstance(modules.get(current.target), CQActivation | ClampedReLU))
-
-
-def _fresh_name(graph_module: fx.GraphModule, stem: str) -> str:
-    existing = dict(graph_module.named_modules())
-    index = 0
-    while f"{stem}_{index}" in existing:
-        index += 1
-    return f"{stem}_{index}"
-
-
-def _insert_module_call(
-    graph_module: fx.GraphModule, module: nn.Module, stem: str, source: fx.Node
-) -> fx.Node:
-    """Add ``module`` as a submodule and a call to it on ``source``; returns the new node."""
-    name = _fresh_name(graph_module, stem)
-    graph_module.add_submodule(name, module)
-    with graph_module.graph.inserting_after(source):
-        return graph_module.graph.call_module(name, (source,))
+    return P.reaches(node, hit=lambda current: is_activation(P.module_of(gm, current)))
 
 
 def _undilated(dilation) -> bool:
@@ -85,12 +60,10 @@ def _average_pool_for(max_pool: nn.Module) -> nn.Module:
 
 
 def _replace_max_pools(graph_module: fx.GraphModule) -> None:
-    modules = dict(graph_module.named_modules())
     for node in list(graph_module.graph.nodes):
-        if node.op == "call_module" and isinstance(
-            modules[node.target], nn.MaxPool2d | nn.AdaptiveMaxPool2d
-        ):
-            graph_module.add_submodule(node.target, _average_pool_for(modules[node.target]))
+        module = P.module_of(graph_module, node)
+        if isinstance(module, nn.MaxPool2d | nn.AdaptiveMaxPool2d):
+            graph_module.add_submodule(node.target, _average_pool_for(module))
         elif node.op == "call_function" and node.target is F.max_pool2d:
             _replace_functional_max_pool(node)
         elif node.op == "call_function" and node.target is F.adaptive_max_pool2d:
@@ -102,8 +75,7 @@ def _replace_max_pools(graph_module: fx.GraphModule) -> None:
 
 
 def _replace_functional_max_pool(node: fx.Node) -> None:
-    names = ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode")
-    values = dict(zip(names, node.args, strict=False)) | dict(node.kwargs)
+    values = P.max_pool_arguments(node)
     if not _undilated(values.pop("dilation", 1)):
         raise UnsupportedModel("dilated max pooling has no average-pooling equivalent")
     if values.pop("return_indices", False):
@@ -121,19 +93,15 @@ def _replace_relus(graph_module: fx.GraphModule, make_cq: Callable[[], CQActivat
 
 
 def _quantise_pools(graph_module: fx.GraphModule, make_cq: Callable[[], CQActivation]) -> None:
-    modules = dict(graph_module.named_modules())
     for node in list(graph_module.graph.nodes):
-        if not _is_avg_pool(node, modules):
+        if not _is_avg_pool(graph_module, node):
             continue
         users = list(node.users)
-        if users and all(is_cq_node(user, modules) for user in users):
+        if users and all(is_cq(P.module_of(graph_module, user)) for user in users):
             continue
-        if not _feeds_spiking_layer(node, modules):
+        if not _feeds_spiking_layer(graph_module, node):
             continue  # the readout stays linear
-        activation = _insert_module_call(graph_module, make_cq(), "cq", node)
-        for user in users:
-            user.replace_input_with(node, activation)
-        modules = dict(graph_module.named_modules())
+        P.insert_module_after(graph_module, node, make_cq(), "cq", users, numbered=True)
 
 
 def to_cq(
@@ -165,8 +133,4 @@ def to_cq(
 
     _replace_relus(graph_module, make_cq)
     _quantise_pools(graph_module, make_cq)
-    graph_module.graph.eliminate_dead_code()
-    graph_module.delete_all_unused_submodules()
-    graph_module.graph.lint()
-    graph_module.recompile()
-    return graph_module
+    return P.finish(graph_module)

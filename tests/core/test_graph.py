@@ -8,8 +8,7 @@ from torch import nn
 from core.errors import UnsupportedModel
 from core.graph import canonicalize, preflight, require_convertible
 from core.graph.analysis import activation_names
-from core.graph.modules import ChannelAffine, ClampedReLU
-from core.train.cq import CQActivation
+from core.graph.modules import ChannelAffine, ClampedReLU, CQActivation
 
 
 def randomised(model: nn.Module) -> nn.Module:

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from core.train.cq import CQActivation, cq_quantize
+from core.graph.modules import CQActivation, cq_quantize
 
 # (z, expected) for m = 1.0, L = 4 (T = 4): every value is exact in binary floating point.
 TABLE_M1_L4 = [

@@ -6,7 +6,8 @@ from torch import nn
 
 from core.errors import InvalidSpec, UnsupportedModel
 from core.graph import trace
-from core.train.input_coding import ICEExpand, VREncode, with_input_coding
+from core.graph.modules import ICEExpand, VREncode
+from core.train.input_coding import with_input_coding
 
 
 def test_vr_values_and_counts_by_hand():

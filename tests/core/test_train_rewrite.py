@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from core.graph import trace
-from core.train.cq import CQActivation
+from core.graph.modules import CQActivation
 from core.train.rewrite import to_cq
 
 M, L = 0.8, 10
