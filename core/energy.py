@@ -16,6 +16,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from core.graph import patterns as P
 from core.graph.analysis import is_activation
+from core.neurons import is_neuron
 from core.report import EnergyModel
 
 E_MAC_PJ = 4.6
@@ -100,19 +101,13 @@ def analog_layers(gm: fx.GraphModule) -> set[str]:
             reached.add(node)
             continue
         module = P.module_of(gm, node)
-        if is_activation(module) or _is_neuron(module):
+        if is_activation(module) or is_neuron(module):
             continue
         if any(arg in reached for arg in node.all_input_nodes):
             reached.add(node)
             if isinstance(module, P.SYNAPTIC_MODULES):
                 result.add(str(node.target))
     return result
-
-
-def _is_neuron(module: nn.Module | None) -> bool:
-    from core.neurons import ASGNeuron, IFNeuron
-
-    return isinstance(module, (IFNeuron, ASGNeuron))
 
 
 def microjoules(macs: float = 0.0, accumulates: float = 0.0) -> float:

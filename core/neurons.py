@@ -3,15 +3,17 @@
 Tensors arrive with time folded into the batch dimension, ``[steps·B, ...]`` (step-major),
 so the stateless layers between neurons run on all steps of a chunk in one call.  State is
 explicit: ``reset()`` clears it, and it persists across calls so a long window can be
-simulated in chunks.
+simulated in chunks.  Every stateful module derives from ``MultiStep``.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import nn
+
+from core.graph.modules import cq_window
 
 ResetMode = Literal["subtract", "zero"]
 
@@ -24,15 +26,28 @@ def _per_channel(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 class MultiStep(nn.Module):
-    """Base of stateful modules driven by the simulator in chunks of ``steps`` time steps."""
+    """Base of every stateful module: the IF and ASG neurons and the spiking max pool.
+
+    One call covers many time steps: ``steps`` of them folded into the batch (IF, pool; see
+    ``set_steps``) or the whole window as its mean current (ASG).  As in SpikingJelly's
+    ``MemoryModule``, a subclass names its state in ``state_names``; ``reset()`` clears all
+    of it (``reset_state`` does so for a whole network), and otherwise it persists across
+    calls.  ``kind`` is the neuron kind a report names ("if", "asg"); None for a stateful
+    module that is not a neuron.
+    """
+
+    state_names: ClassVar[tuple[str, ...]] = ()
+    kind: ClassVar[str | None] = None
 
     def __init__(self):
         super().__init__()
         self.steps = 1
         self.batch: int | None = None
+        self.reset()
 
     def reset(self) -> None:
-        raise NotImplementedError
+        for name in self.state_names:
+            setattr(self, name, None)
 
     def _unfold(self, x: torch.Tensor) -> torch.Tensor:
         """[steps·B, ...] → [steps, B, ...]; a [B, ...] input is a current constant in time."""
@@ -55,6 +70,11 @@ class IFNeuron(MultiStep):
     ``spike_count`` holds each neuron's count since the last reset.
     """
 
+    state_names = ("membrane", "spike_count")
+    kind = "if"
+    membrane: torch.Tensor | None
+    spike_count: torch.Tensor | None
+
     def __init__(self, threshold: torch.Tensor | float,
                  amplitude: torch.Tensor | float | None = None,
                  reset: ResetMode = "subtract", initial_fraction: float = 0.0):
@@ -66,12 +86,6 @@ class IFNeuron(MultiStep):
         self.register_buffer("amplitude", amplitude.clone())
         self.reset_mode = reset
         self.initial_fraction = float(initial_fraction)
-        self.membrane: torch.Tensor | None = None
-        self.spike_count: torch.Tensor | None = None
-
-    def reset(self) -> None:
-        self.membrane = None
-        self.spike_count = None
 
     def forward(self, current: torch.Tensor) -> torch.Tensor:
         steps = self._unfold(current)
@@ -99,7 +113,7 @@ class IFNeuron(MultiStep):
                 f"initial_fraction={self.initial_fraction}")
 
 
-class ASGNeuron(nn.Module):
+class ASGNeuron(MultiStep):
     """Accumulate-then-spike (Yan, Zhou & Wong): integrate the whole window, then fire.
 
     It sees the window-mean input current c̄ = (1/T)·Σ_t I[t] and drives an IF neuron
@@ -113,21 +127,30 @@ class ASGNeuron(nn.Module):
     them the previous layer's window-mean output gives the exact window-mean current.
     """
 
+    state_names = ("spike_count", "drive")
+    kind = "asg"
+    spike_count: torch.Tensor | None
+    drive: torch.Tensor | None
+
     def __init__(self, clamp_max: float, levels: int):
         super().__init__()
         self.clamp_max = float(clamp_max)
         self.levels = int(levels)
-        self.spike_count: torch.Tensor | None = None
-        self.drive: torch.Tensor | None = None
         self.readout_step: int | None = None
 
     @property
     def window(self) -> int:
-        return round(self.clamp_max * self.levels)
+        return cq_window(self.clamp_max, self.levels)
 
-    def reset(self) -> None:
-        self.spike_count = None
-        self.drive = None
+    @property
+    def threshold(self) -> torch.Tensor:
+        """θ = m, as the one-entry tensor an IF neuron's per-layer threshold is."""
+        return torch.tensor([self.clamp_max])
+
+    @property
+    def amplitude(self) -> torch.Tensor:
+        """Each spike carries θ = m."""
+        return self.threshold
 
     def forward(self, mean_current: torch.Tensor) -> torch.Tensor:
         levels = torch.floor(torch.clamp(mean_current, 0.0, self.clamp_max) * self.levels)
@@ -157,6 +180,9 @@ class SpikeMaxPool(MultiStep):
     ever emitting more than one input's spikes.
     """
 
+    state_names = ("accumulated",)
+    accumulated: torch.Tensor | None
+
     def __init__(self, pool: nn.MaxPool2d):
         super().__init__()
         self.kernel_size = pool.kernel_size
@@ -164,10 +190,6 @@ class SpikeMaxPool(MultiStep):
         self.padding = pool.padding
         self.dilation = pool.dilation
         self.ceil_mode = pool.ceil_mode
-        self.accumulated: torch.Tensor | None = None
-
-    def reset(self) -> None:
-        self.accumulated = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         steps = self._unfold(x)
@@ -185,10 +207,20 @@ class SpikeMaxPool(MultiStep):
         return out.view(-1, *out.shape[2:])
 
 
+def is_neuron(module: nn.Module | None) -> bool:
+    """Whether ``module`` is a spiking neuron (IF or ASG), not merely stateful."""
+    return isinstance(module, MultiStep) and module.kind is not None
+
+
+def neurons_of(network: nn.Module) -> dict[str, MultiStep]:
+    """The spiking neurons of a network, by module name."""
+    return {name: m for name, m in network.named_modules() if is_neuron(m)}
+
+
 def reset_state(network: nn.Module) -> None:
-    """Clear the state of every neuron and stateful pool in a network."""
+    """Clear the state of every stateful module (neurons, spiking pools) in a network."""
     for module in network.modules():
-        if isinstance(module, (MultiStep, ASGNeuron)):
+        if isinstance(module, MultiStep):
             module.reset()
 
 

@@ -23,6 +23,7 @@ from core.energy import count_macs, device_of, energy_model, microjoules, synapt
 from core.errors import InvalidSpec
 from core.graph import adapt_input_layout, canonicalize, preflight, require_convertible, trace
 from core.graph.modules import ChannelAffine
+from core.inference import batched_logits
 from core.ingest import load_model
 from core.job_defaults import resolve as resolve_defaults
 from core.methods import ConversionContext, convert
@@ -62,13 +63,6 @@ def _check_normalisation(spec: JobSpec, dataset: Dataset) -> None:
     if spec.mean is not None and len(spec.mean) != dataset.input_shape[0]:
         raise InvalidSpec(f"mean/std have {len(spec.mean)} entries but the dataset's samples "
                           f"have {dataset.input_shape[0]} channels")
-
-
-def _logits(model: fx.GraphModule, x: np.ndarray, batch_size: int,
-            device: torch.device) -> torch.Tensor:
-    with torch.no_grad():
-        return torch.cat([model(torch.from_numpy(x[i:i + batch_size]).to(device)).cpu()
-                          for i in range(0, len(x), batch_size)])
 
 
 def _versions() -> dict[str, str]:
@@ -137,7 +131,7 @@ def prepare(spec: JobSpec, stage_progress=lambda *_: None) -> PreparedJob:
 def _ann_result(ann: fx.GraphModule, evaluation: Split, batch_size: int,
                 sample_shape: tuple[int, ...]) -> AnnResult:
     """The ANN's own accuracy on the evaluation samples, its MACs and energy."""
-    logits = _logits(ann, evaluation.x, batch_size, device_of(ann))
+    logits = batched_logits(ann, evaluation.x, batch_size, device_of(ann))
     labels = torch.from_numpy(evaluation.y)
     macs = sum(count_macs(synaptic_fanouts(ann, sample_shape)).values())
     return AnnResult(top1=int(topk_correct(logits, labels, 1)) / len(labels),

@@ -22,7 +22,7 @@ from core.graph.spiking import (
     modules_downstream_of,
     terminal_activations,
 )
-from core.neurons import ASGNeuron, IFNeuron, reset_state, set_steps
+from core.neurons import MultiStep, neurons_of, reset_state, set_steps
 from core.report import LayerStats, MethodResult
 from core.snn import SpikingNetwork
 
@@ -108,10 +108,6 @@ class _SynapticCounter:
             handle.remove()
 
 
-def _neurons(network: fx.GraphModule) -> dict[str, nn.Module]:
-    return {name: m for name, m in network.named_modules() if isinstance(m, (IFNeuron, ASGNeuron))}
-
-
 def _record_activations(reference: fx.GraphModule, names: list[str], x: torch.Tensor
                         ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     captured: dict[str, torch.Tensor] = {}
@@ -125,20 +121,12 @@ def _record_activations(reference: fx.GraphModule, names: list[str], x: torch.Te
     return logits, captured
 
 
-def _threshold_and_amplitude(neuron: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-    if isinstance(neuron, IFNeuron):
-        return neuron.threshold, neuron.amplitude
-    value = torch.tensor([neuron.clamp_max])
-    return value, value
-
-
-def _add_layer_stats(tally: _Tally, neurons: dict[str, nn.Module],
+def _add_layer_stats(tally: _Tally, neurons: dict[str, MultiStep],
                      activations: dict[str, torch.Tensor], steps: int) -> None:
     for name, neuron in neurons.items():
-        threshold, amplitude = _threshold_and_amplitude(neuron)
+        threshold, amplitude = neuron.threshold, neuron.amplitude
         if name not in tally.layers:
-            kind = "asg" if isinstance(neuron, ASGNeuron) else "if"
-            tally.layers[name] = _LayerTally(kind=kind, threshold=threshold.detach().cpu())
+            tally.layers[name] = _LayerTally(kind=neuron.kind, threshold=threshold.detach().cpu())
         count, activation = neuron.spike_count, activations[name]
         shape = (1, -1) + (1,) * (count.dim() - 2) if amplitude.numel() > 1 else ()
         amplitude = amplitude.to(count.device).view(shape)
@@ -223,7 +211,7 @@ def _simulate_asg_batch(snn: SpikingNetwork, x, y, reference_prediction, tally, 
     Readout after t steps of the last window: terminal neurons report their first t steps.
     """
     network, window = snn.network, snn.timesteps
-    neurons = _neurons(network)
+    neurons = neurons_of(network)
     terminal = terminal_activations(snn.reference) & set(neurons)
     fed_by_terminal = modules_downstream_of(network, terminal)
     snn.encoder.begin(x)
@@ -259,7 +247,7 @@ def simulate(snn: SpikingNetwork, x: np.ndarray, y: np.ndarray, *, sample_shape:
     analog_macs = sum(int(fanouts[name].sum()) for name in macs_layers if name in fanouts)
     counter = _SynapticCounter(network, fanouts, macs_layers)
     tally = _Tally(snn.timesteps)
-    neurons = _neurons(network)
+    neurons = neurons_of(network)
     per_step = bytes_per_sample_step(reference, sample_shape)
     chunk = int(max(1, min(snn.timesteps, memory_budget_mb * 2**20 // (per_step * batch_size))))
     total = len(x)

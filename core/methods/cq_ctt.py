@@ -20,7 +20,7 @@ from core.methods.balancing import anytime_latency
 from core.methods.context import ConversionContext
 from core.methods.cq import CQNetwork, build_cq_network, cq_parameters
 from core.methods.cq_asg import cq_encoder
-from core.neurons import ASGNeuron, IFNeuron, reset_state, set_steps
+from core.neurons import ASGNeuron, IFNeuron, neurons_of, reset_state, set_steps
 from core.snn import SpikingNetwork
 
 MIN_THRESHOLD_FRACTION = 0.05
@@ -38,8 +38,7 @@ def tune_thresholds(ctx: ConversionContext, cq: CQNetwork) -> tuple[dict[str, to
     student = to_spiking(cq.body, lambda _n, _a: IFNeuron(cq.clamp_max, amplitude=cq.clamp_max))
     teacher = to_spiking(cq.body, lambda _n, _a: ASGNeuron(cq.clamp_max, cq.levels))
     student, teacher = student.to(ctx.device), teacher.to(ctx.device)
-    neurons = {n: m for n, m in student.named_modules() if isinstance(m, IFNeuron)}
-    teachers = {n: m for n, m in teacher.named_modules() if isinstance(m, ASGNeuron)}
+    neurons, teachers = neurons_of(student), neurons_of(teacher)
     encoder = cq_encoder(cq)
     order = np.random.default_rng(ctx.spec.seed).permutation(len(ctx.train_x))
     size, gaps = ctx.spec.batch_size, []

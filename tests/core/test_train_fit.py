@@ -9,8 +9,8 @@ from sklearn.datasets import load_digits
 from torch import nn
 
 from core.errors import JobCancelled
+from core.graph.modules import VREncode
 from core.train.fit import evaluate, fit, shift_and_noise
-from core.train.input_coding import VREncode
 from core.train.rewrite import to_cq
 
 
@@ -95,16 +95,17 @@ def test_mse_loss_and_other_optimizers_train(digits):
         assert evaluate(model, test) > 0.5
 
 
-def test_should_stop_cancels_between_batches(digits):
+def test_progress_that_raises_cancels_between_batches(digits):
     train, _ = digits
     calls = []
 
-    def stop_after_three() -> bool:
+    def stop_after_three(_fraction: float, _message: str) -> None:
         calls.append(1)
-        return len(calls) > 3
+        if len(calls) > 3:
+            raise JobCancelled("cancelled")  # what the worker's progress callback does
 
     with pytest.raises(JobCancelled):
-        fit(_mlp(), train, epochs=2, lr=1e-3, should_stop=stop_after_three)
+        fit(_mlp(), train, epochs=2, lr=1e-3, progress=stop_after_three)
     assert len(calls) == 4
 
 
@@ -136,13 +137,14 @@ def test_cq_fine_tuning_keeps_accuracy_on_digits(digits):
     levels, window = 5, 4  # m = T / L = 0.8
     encoder = VREncode(levels, window / levels)
     cq = to_cq(relu, window / levels, levels)
-    fit(cq, train, epochs=4, lr=1e-3, seed=0, input_transform=encoder)
-    cq_accuracy = evaluate(cq, test, input_transform=encoder)
+    coded = nn.Sequential(encoder, cq)
+    fit(coded, train, epochs=4, lr=1e-3, seed=0)
+    cq_accuracy = evaluate(coded, test)
     print(f"ReLU {relu_accuracy:.3f}, CQ T={window} L={levels}: {cq_accuracy:.3f}")
     assert cq_accuracy >= 0.90
     # the fine-tuned network really is quantised: hidden values are multiples of 1/L ≤ m
     hidden = []
     cq.get_submodule("2").register_forward_hook(lambda _m, _i, out: hidden.append(out * levels))
-    evaluate(cq, test, input_transform=encoder)
+    evaluate(coded, test)
     counts = torch.cat(hidden)
     assert torch.allclose(counts, counts.round(), atol=1e-4) and counts.max() <= window
