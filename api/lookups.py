@@ -17,20 +17,20 @@ from core.datasets import DatasetStatus, catalog
 from core.errors import DatasetUnavailable
 
 
+def _get_or_404(session: Session, record: type, key: str, kind: str, listing: str):
+    found = session.get(record, key)
+    if found is None:
+        raise ProblemError(404, f"{kind}-not-found", f"{kind.capitalize()} not found",
+                           f"no {kind} with id {key!r}; list them with GET {listing}")
+    return found
+
+
 def get_model_or_404(session: Session, model_id: str) -> ModelRecord:
-    model = session.get(ModelRecord, model_id)
-    if model is None:
-        raise ProblemError(404, "model-not-found", "Model not found",
-                           f"no model with id {model_id!r}; list them with GET /v1/models")
-    return model
+    return _get_or_404(session, ModelRecord, model_id, "model", "/v1/models")
 
 
 def get_job_or_404(session: Session, job_id: str) -> JobRecord:
-    job = session.get(JobRecord, job_id)
-    if job is None:
-        raise ProblemError(404, "job-not-found", "Job not found",
-                           f"no job with id {job_id!r}; list them with GET /v1/jobs")
-    return job
+    return _get_or_404(session, JobRecord, job_id, "job", "/v1/jobs")
 
 
 def model_file(uploads_dir: Path, model: ModelRecord) -> Path:

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 
 from core import __version__
+from core.datasets import catalog
 from core.errors import SnnconvError, one_line
 from core.progress import ProgressEvent
 from core.report import REPORT_FILES, accuracy_table
@@ -165,8 +166,6 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _datasets(args: argparse.Namespace) -> int:
-    from core.datasets import catalog
-
     for status in catalog(args.data_dir):
         state = "available" if status.available else "missing"
         print(f"{status.name:<22} {state:<10} {status.description}")
