@@ -32,7 +32,8 @@ from benchmarks.common import (
 )
 from core.datasets import Dataset, load_dataset
 from core.errors import DatasetUnavailable
-from core.report import Report, atomic_write_bytes
+from core.paths import atomic_write_bytes
+from core.report import Report
 from core.spec import CQOptions, JobSpec
 
 ARCH = "vgg-star"

@@ -38,7 +38,8 @@ from benchmarks.common import (
 )
 from core.datasets import load_dataset
 from core.methods.cq import resolve_surrogate_margin
-from core.report import Report, atomic_write_bytes
+from core.paths import atomic_write_bytes
+from core.report import Report
 from core.spec import CQOptions, JobSpec
 
 PAPER_METHODS = ("cq-asg", "cq-ctt", "cq-if")

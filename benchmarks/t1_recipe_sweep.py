@@ -36,8 +36,8 @@ from benchmarks.common import (
     train_base_ann,
 )
 from core.datasets import load_dataset
+from core.paths import atomic_write_bytes
 from core.pipeline import run
-from core.report import atomic_write_bytes
 from core.spec import CQOptions, JobSpec
 
 WINDOW, CLAMP_MAX, LR_DECAY = 1, 0.25, 0.9

@@ -19,10 +19,10 @@ import torch
 
 from core import zoo
 from core.datasets import load_dataset
-from core.paths import cache_dir
+from core.paths import atomic_write_bytes, cache_dir
 from core.pipeline import run_into
 from core.progress import ProgressCallback, ignore_progress
-from core.report import REPORT_FILES, Report, accuracy_table, atomic_write_bytes
+from core.report import REPORT_FILES, Report, accuracy_table
 from core.spec import CLASSIC_METHODS, JobSpec
 from core.train import evaluate, export_safetensors, fit
 

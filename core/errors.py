@@ -6,6 +6,8 @@ prints the message and exits non-zero.  Nothing here knows about HTTP.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 
 class SnnconvError(Exception):
     """Base class: ``code`` is a short slug, ``str(err)`` the human explanation."""
@@ -70,3 +72,11 @@ def one_line(message: object, limit: int = 500) -> str:
     problem's ``detail``, where a multi-line message would read like a traceback."""
     text = " ".join(str(message).split())
     return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def rectifier_advice(kinds: Iterable[str]) -> str:
+    """The sentence that tells the user what to change for the activations ``kinds``."""
+    names = "/".join(sorted(set(kinds))) or "the activations"
+    return (f"replace {names} with ReLU (or ReLU6 / clamp(0, m)) and fine-tune: spiking "
+            "integrate-and-fire neurons only represent non-negative, monotone, piecewise-linear "
+            "rectifiers")

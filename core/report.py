@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import tempfile
 from datetime import datetime
 from pathlib import Path
 
 from pydantic import BaseModel, Field
+
+from core.paths import atomic_write_bytes
 
 
 class EnergyModel(BaseModel):
@@ -237,23 +237,6 @@ def accuracy_figure(report: Report):
     axes.legend(loc="lower right", fontsize=8)
     figure.tight_layout()
     return figure
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write via a temporary file in the same directory and rename, so readers never see half."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, data)
 
 
 def write_report_files(report: Report, out_dir: Path) -> dict[str, Path]:

@@ -6,11 +6,11 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from core.errors import UnsupportedModel
+from core.errors import UnsupportedModel, rectifier_advice
 from core.graph import patterns as P
 from core.graph.input_layout import permutation_of
 from core.graph.modules import INPUT_CODINGS, ChannelAffine, ClampedReLU, CQActivation
-from core.graph.rectifiers import non_rectifier_kind, rectifier_advice
+from core.graph.rectifiers import non_rectifier_kind
 from core.preflight import NodeVerdict, PreflightReport
 
 LINEAR_MODULES = P.SYNAPTIC_MODULES + P.SHAPE_MODULES + (ChannelAffine,)

@@ -9,8 +9,6 @@ both refuse them with the same advice.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
@@ -42,11 +40,3 @@ def non_rectifier_kind(gm: fx.GraphModule, node: fx.Node) -> str | None:
     if node.op == "call_function":
         return NON_RECTIFIER_FUNCTIONS.get(node.target)
     return NON_RECTIFIER_METHODS.get(str(node.target)) if node.op == "call_method" else None
-
-
-def rectifier_advice(kinds: Iterable[str]) -> str:
-    """The sentence that tells the user what to change for the activations ``kinds``."""
-    names = "/".join(sorted(set(kinds))) or "the activations"
-    return (f"replace {names} with ReLU (or ReLU6 / clamp(0, m)) and fine-tune: spiking "
-            "integrate-and-fire neurons only represent non-negative, monotone, piecewise-linear "
-            "rectifiers")

@@ -14,8 +14,7 @@ import onnx
 from onnx import ModelProto, NodeProto, TensorProto, ValueInfoProto
 from torch import fx
 
-from core.errors import ModelRejected, TooLarge
-from core.graph.rectifiers import rectifier_advice
+from core.errors import ModelRejected, TooLarge, rectifier_advice
 from core.ingest.onnx_context import Handler, ImportContext
 from core.ingest.onnx_elementwise import ELEMENTWISE_HANDLERS
 from core.ingest.onnx_layers import LAYER_HANDLERS

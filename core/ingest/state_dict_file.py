@@ -16,7 +16,7 @@ from safetensors.torch import save as safetensors_bytes
 from core.errors import ModelRejected
 from core.ingest.limits import DEFAULT_MAX_BYTES, mib, require_file_within_cap
 from core.ingest.sniff import sniff_format
-from core.report import atomic_write_bytes
+from core.paths import atomic_write_bytes
 
 # torch.save stores entries uncompressed; a large ratio only comes from a crafted archive.
 _MAX_COMPRESSION_RATIO = 100

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
-from core.report import atomic_write_bytes
+from core.paths import atomic_write_bytes
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
