@@ -61,6 +61,23 @@ def record_progress(session: Session, job_id: str, *, stage: str, progress: floa
     return job is None or job.cancel_requested
 
 
+def record_shard_progress(session: Session, job_id: str, *, progress: float, message: str,
+                          partial_top1: dict[str, list[float]]) -> bool:
+    """Like :func:`record_progress` for a sharded evaluation, whose shards finish in any
+    order on any worker: the row only ever moves forward (a write with less progress than
+    the row has is dropped).  Returns True when the user asked to cancel the job."""
+    session.execute(
+        update(JobRecord)
+        .where(JobRecord.id == job_id, JobRecord.status == JobStatus.running,
+               JobRecord.progress < progress)
+        .values(updated_at=utcnow(), stage="simulate", progress=progress,
+                message=message[:500], partial_top1=partial_top1)
+    )
+    session.commit()
+    job = session.get(JobRecord, job_id, populate_existing=True)
+    return job is None or job.cancel_requested
+
+
 def succeed(session: Session, job_id: str, final_top1: dict[str, list[float]]) -> bool:
     """Mark the job done; its accuracy per t becomes the report's complete curves."""
     return _transition(session, job_id, {JobStatus.running}, status=JobStatus.succeeded,

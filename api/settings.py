@@ -63,6 +63,10 @@ class Settings(BaseSettings):
     )
     cors_origins: list[str] = Field(default_factory=list)
     worker_concurrency: int = Field(1, ge=1, le=64, description="jobs at once per worker")
+    eval_shard_size: int = Field(
+        0, ge=0, description="evaluate a job whose evaluation set has more samples than this "
+        "in shards of this many (rounded up to whole batches) across workers; 0: never"
+    )
 
     @field_validator("database_url")
     @classmethod

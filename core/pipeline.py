@@ -7,6 +7,7 @@ files into a folder, for the CLI, the demo and the worker.
 
 from __future__ import annotations
 
+import json
 import platform
 import time
 from dataclasses import dataclass
@@ -29,7 +30,14 @@ from core.job_defaults import resolve as resolve_defaults
 from core.methods import ConversionContext, convert
 from core.preflight import PreflightReport
 from core.progress import ProgressCallback, ProgressEvent, ignore_progress
-from core.report import AnnResult, DatasetInfo, ModelInfo, Report, write_report_files
+from core.report import (
+    AnnResult,
+    DatasetInfo,
+    ModelInfo,
+    Report,
+    atomic_write_bytes,
+    write_report_files,
+)
 from core.simulate import simulate, topk_correct
 from core.spec import JobSpec
 from core.train import export_onnx, export_safetensors
@@ -204,4 +212,157 @@ def run_into(spec: JobSpec, out_dir: Path,
     out_dir.mkdir(parents=True, exist_ok=True)
     report = run(spec, progress, artifacts_dir=out_dir)
     write_report_files(report, out_dir)
+    return report
+
+
+# --- sharded evaluation (core.shards): convert once, evaluate slices, merge ------------------
+
+SHARED_DIRNAME = "shared"   # inside the job's folder: the plan, the networks, the partials
+PLAN_FILE = "plan.json"
+
+
+@dataclass
+class ShardPlan:
+    """What ``share_networks`` left in ``directory``: the converted networks of every method
+    and the report without its methods; the slices [start, stop) are still to evaluate."""
+
+    directory: Path
+    samples: int
+    bounds: list[tuple[int, int]]
+
+
+def evaluation_size(spec: JobSpec) -> int:
+    """How many samples the job evaluates (loads the dataset, not the model)."""
+    return len(take(load_dataset(spec.dataset, spec.data_dir).test, spec.eval_samples))
+
+
+def shardable(spec: JobSpec) -> bool:
+    """Whether slices give the same results as one run: not with Poisson input, whose random
+    stream runs on from one batch to the next (the paper's CQ methods ignore it)."""
+    classic = [m for m in spec.methods if not m.startswith("cq-")]
+    return not (classic and spec.input_encoding == "poisson")
+
+
+def share_networks(spec: JobSpec, out_dir: Path, shard_size: int,
+                   progress: ProgressCallback = ignore_progress) -> ShardPlan:
+    """Prepare the job and convert every method once (fine-tuning, calibration, CTT), then
+    store the networks and the report's method-independent part under ``out_dir/shared``.
+
+    The CQ network is exported into ``out_dir`` as ``run_into`` does.  Raises
+    ``core.shards.NotShareable`` when a network has no pickle-free form.
+    """
+    from core import shards
+
+    began = time.time()
+    out_dir = Path(out_dir)
+    directory = out_dir / SHARED_DIRNAME
+    directory.mkdir(parents=True, exist_ok=True)
+
+    current = {"method": None, "index": 0}
+
+    def emit(stage: str, fraction: float, message: str) -> None:
+        """load: 0 to 0.05; converting method i of M: its share of 0.05 to SHARDS_START."""
+        share = shards.SHARDS_START - 0.05
+        overall = (0.05 * fraction if stage == "load"
+                   else 0.05 + share * (current["index"] + fraction) / len(spec.methods))
+        progress(ProgressEvent(stage=stage, progress=min(max(overall, 0.0), 1.0),
+                               message=message, method=current["method"]))
+
+    emit("load", 0.0, "loading model and dataset")
+    job = prepare(spec, emit)
+    ctx, dataset, evaluation = job.ctx, job.dataset, job.evaluation
+    spec = ctx.spec
+    emit("load", 1.0, "evaluating the ANN")
+    ann_result = _ann_result(ctx.ann, evaluation, spec.batch_size, dataset.input_shape)
+    names = []
+    for index, method in enumerate(spec.methods):
+        current.update(method=method, index=index)
+        emit("convert", 0.0, f"converting with {method}")
+        torch.manual_seed(spec.seed)
+        snn = convert(method, ctx)
+        name = f"network-{index}"
+        shards.save_network(snn, directory, name)
+        names.append(name)
+        emit("convert", 1.0, f"{method} converted and stored")
+    artifacts = export_cq_model(ctx, out_dir)
+    skeleton = Report(
+        snnconv_version=__version__, created_at=datetime.now(UTC),
+        spec=spec.model_dump(mode="json"),
+        dataset=DatasetInfo(name=dataset.name, eval_samples=len(evaluation.y),
+                            calib_samples=len(ctx.calib_x),
+                            input_shape=list(dataset.input_shape),
+                            num_classes=dataset.num_classes),
+        device=str(ctx.device), model=job.model, ann=ann_result, methods=[],
+        energy_model=energy_model(False), versions=_versions(), artifacts=artifacts)
+    bounds = shards.shard_bounds(len(evaluation.y), shard_size, spec.batch_size)
+    plan = {"report": skeleton.model_dump(mode="json"), "networks": names,
+            "bounds": bounds, "began": began}
+    atomic_write_bytes(directory / PLAN_FILE, json.dumps(plan).encode())
+    return ShardPlan(directory=directory, samples=len(evaluation.y), bounds=bounds)
+
+
+def _read_plan(directory: Path) -> dict:
+    return json.loads((Path(directory) / PLAN_FILE).read_text())
+
+
+def shard_path(directory: Path, index: int) -> Path:
+    return Path(directory) / f"shard-{index:05d}.json"
+
+
+def evaluate_shard(directory: Path, index: int, device: str | None = None):
+    """Simulate slice ``index`` of the plan in ``directory`` with every stored network and
+    store its ``core.shards.ShardResult`` beside them (also returned)."""
+    from core import shards
+
+    plan = _read_plan(directory)
+    spec = JobSpec.model_validate(plan["report"]["spec"])
+    start, stop = plan["bounds"][index]
+    dataset = load_dataset(spec.dataset, spec.data_dir)
+    evaluation = take(dataset.test, spec.eval_samples)
+    x, y = evaluation.x[start:stop], evaluation.y[start:stop]
+    target = resolve_device(device or spec.device)
+    methods = []
+    for name in plan["networks"]:
+        snn = shards.load_network(directory, name)
+        result = simulate(snn, x, y, sample_shape=dataset.input_shape,
+                          batch_size=spec.batch_size, device=target,
+                          memory_budget_mb=spec.memory_budget_mb)
+        methods.append(shards.to_shard(result, len(y)))
+    shard = shards.ShardResult(index=index, start=start, stop=stop, methods=methods)
+    shards.write_shard(shard, shard_path(directory, index))
+    return shard
+
+
+def finished_shards(directory: Path) -> list:
+    """The ShardResults already stored in ``directory`` (for live progress)."""
+    from core import shards
+
+    return [shards.read_shard(path) for path in sorted(Path(directory).glob("shard-*.json"))]
+
+
+def merge_shards(directory: Path) -> Report:
+    """The job's Report from its stored plan and the ShardResults of every slice."""
+    from core import shards
+
+    plan = _read_plan(directory)
+    found = {shard.index: shard for shard in finished_shards(directory)}
+    missing = [i for i in range(len(plan["bounds"])) if i not in found]
+    if missing:
+        raise ValueError(f"shards {missing} have no result")
+    results = shards.merge([found[i] for i in range(len(plan["bounds"]))])
+    analog = any(result.analog_input for result in results)
+    return Report.model_validate(plan["report"]).model_copy(update={
+        "methods": results, "energy_model": energy_model(analog),
+        "created_at": datetime.now(UTC), "seconds": time.time() - plan["began"]})
+
+
+def merge_shards_into(out_dir: Path) -> Report:
+    """``merge_shards`` of ``out_dir/shared``, written into ``out_dir`` like ``run_into``
+    writes its report (``write_report_files``); the shared folder is removed afterwards."""
+    import shutil
+
+    out_dir = Path(out_dir)
+    report = merge_shards(out_dir / SHARED_DIRNAME)
+    write_report_files(report, out_dir)
+    shutil.rmtree(out_dir / SHARED_DIRNAME, ignore_errors=True)
     return report

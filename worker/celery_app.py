@@ -13,12 +13,20 @@ from celery import signals
 from api.queue import TASK_NAME, create_celery
 from api.settings import get_settings
 
+SHARD_RESULTS_EXPIRE_S = 24 * 3600
+
 __all__ = ["TASK_NAME", "app"]  # the task's name beside the app that runs it
 
 # Any torch.load in this process (and its forked children) refuses pickled code.
 os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
 
 app = create_celery(get_settings(), include=["worker.tasks"])
+# Sharded evaluation (worker.tasks) joins its shards with a chord, which needs a result
+# backend: Redis, beside a Redis broker (the embedded broker has none, so it never shards).
+# Only the shard task stores results (the global default ignores them).
+if get_settings().redis_url:
+    app.conf.update(result_backend=get_settings().redis_url,
+                    result_expires=SHARD_RESULTS_EXPIRE_S)
 
 
 @signals.worker_init.connect

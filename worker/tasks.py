@@ -1,4 +1,11 @@
-"""The one Celery task: run a stored job through ``core.pipeline`` and record the outcome.
+"""The Celery tasks: run a stored job through ``core.pipeline`` and record the outcome.
+
+``run_job`` runs a job whole, unless its evaluation set has more samples than
+``Settings.eval_shard_size``: then it converts every method once (``pipeline.share_networks``
+stores the networks in the job's results folder) and hands the slices of the evaluation set
+to ``evaluate_shard`` tasks, a Celery group whose chord callback ``merge_shards`` merges them
+(``pipeline.merge_shards_into``) and finishes the job.  A failing shard is retried alone;
+one that still fails fails the job.
 
 CUDA (through torch) is imported only inside the task, in the pool's child process, so the
 prefork parent never initialises a device it would then fork.
@@ -7,15 +14,16 @@ prefork parent never initialises a device it would then fork.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import TYPE_CHECKING
 
-from celery import Task
+from celery import Task, chord, group
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from sqlalchemy.orm import sessionmaker
 
 from api import files, job_state
-from api.db import JobRecord, ModelRecord, engine_for, session_factory
+from api.db import JobRecord, JobStatus, ModelRecord, engine_for, session_factory
 from api.lookups import model_file
 from api.problems import Problem, make_problem, problem_from_error
 from api.queue import TASK_NAME
@@ -33,6 +41,11 @@ log = logging.getLogger(__name__)
 
 # A job that fails before its first progress event fails while loading (spec, model, data).
 FIRST_STAGE = "load"
+SHARD_TASK = "snnconv.evaluate_shard"
+MERGE_TASK = "snnconv.merge_shards"
+SHARD_MAX_RETRIES = 2  # a failing shard runs at most 1 + this many times
+SHARD_RETRY_DELAY_S = 1
+SHARD_STAGE = "simulate"  # the stage a failed shard fails its job in
 
 
 class JobProgress:
@@ -121,7 +134,11 @@ def _run(job: JobRecord, settings: Settings, sessions: sessionmaker) -> str:
 
         with sessions() as session:
             spec = job_spec(session, job, settings)
-        report = pipeline.run_into(spec, files.job_dir(settings.results_dir, job.id), progress)
+        out_dir = files.job_dir(settings.results_dir, job.id)
+        if _wants_shards(pipeline, spec, settings) and _start_shards(job.id, spec, out_dir,
+                                                                     settings, progress):
+            return "sharded"  # merge_shards finishes the job
+        report = pipeline.run_into(spec, out_dir, progress)
     except JobCancelled:
         with sessions() as session:
             job_state.mark_cancelled(session, job.id)
@@ -179,3 +196,138 @@ def run_job(job_id: str) -> str:
     """Celery entry point: the job's id is the whole message (JSON)."""
     settings = get_settings()
     return execute_job(job_id, settings, session_factory(engine_for(settings.sqlalchemy_url)))
+
+
+# --- sharded evaluation ----------------------------------------------------------------------
+
+
+def _wants_shards(pipeline, spec: JobSpec, settings: Settings) -> bool:
+    """Shard when asked to, on Redis (a chord needs its result backend; the embedded broker
+    has none), and when the job evaluates more samples than one shard holds."""
+    size = settings.eval_shard_size
+    return (size > 0 and not settings.embedded and pipeline.shardable(spec)
+            and pipeline.evaluation_size(spec) > size)
+
+
+def _start_shards(job_id: str, spec: JobSpec, out_dir, settings: Settings,
+                  progress: JobProgress) -> bool:
+    """Convert once, store the networks and send the shards' chord; False when a network
+    cannot be stored (the caller then runs the job whole)."""
+    from core import pipeline
+    from core.shards import NotShareable, shard_progress
+
+    try:
+        plan = pipeline.share_networks(spec, out_dir, settings.eval_shard_size, progress)
+    except NotShareable as error:
+        log.warning("job %s is evaluated unsharded: %s", job_id, error)
+        return False
+    total = len(plan.bounds)
+    progress(ProgressEvent(stage=SHARD_STAGE, progress=shard_progress(0, total),
+                           message=f"evaluating {plan.samples} samples in {total} shards"))
+    header = group(evaluate_shard.s(job_id, index, total) for index in range(total))
+    chord(header)(merge_shards.s(job_id))
+    log.info("job %s: %d shards of %s sent", job_id, total, plan.bounds)
+    return True
+
+
+def _shared_dir(settings: Settings, job_id: str):
+    from core.pipeline import SHARED_DIRNAME
+
+    return files.job_dir(settings.results_dir, job_id) / SHARED_DIRNAME
+
+
+def run_shard(job_id: str, index: int, total: int, settings: Settings,
+              sessions: sessionmaker, worker: str) -> dict:
+    """Evaluate shard ``index`` of ``total`` and count it in the job's progress; returns what
+    the chord callback gets (and the result backend keeps): which worker did which shard."""
+    summary = {"job": job_id, "index": index, "worker": worker, "pid": os.getpid()}
+    with sessions() as session:
+        job = session.get(JobRecord, job_id)
+        if job is None or job.status != JobStatus.running:
+            return {**summary, "skipped": True}
+        if job.cancel_requested:
+            return {**summary, "cancelled": True}
+    from core import pipeline, shards
+
+    directory = _shared_dir(settings, job_id)
+    shard = pipeline.evaluate_shard(directory, index)
+    rank = shards.claim_rank(directory, total)
+    with sessions() as session:
+        cancel = job_state.record_shard_progress(
+            session, job_id, progress=shards.shard_progress(rank, total),
+            message=f"{rank} of {total} shards evaluated",
+            partial_top1=shards.partial_top1(pipeline.finished_shards(directory)))
+    return {**summary, "start": shard.start, "stop": shard.stop, "rank": rank,
+            "cancelled": cancel}
+
+
+def finish_shards(results: list[dict], job_id: str, settings: Settings,
+                  sessions: sessionmaker) -> str:
+    """The chord callback's logic: merge the shards into the report and finish the job."""
+    with sessions() as session:
+        job = session.get(JobRecord, job_id)
+        if job is None or job.status != JobStatus.running:
+            return "skipped"
+        if job.cancel_requested or any(result.get("cancelled") for result in results):
+            job_state.mark_cancelled(session, job_id)
+            return "cancelled"
+    try:
+        from core import pipeline
+
+        with sessions() as session:
+            job_state.record_progress(session, job_id, stage="report", progress=0.95,
+                                      message=f"merging {len(results)} shards",
+                                      partial_top1=job.partial_top1 or {})
+        report = pipeline.merge_shards_into(files.job_dir(settings.results_dir, job_id))
+    except Exception as error:  # noqa: BLE001 - recorded on the job
+        log.exception("job %s failed while merging its shards", job_id)
+        with sessions() as session:
+            job_state.fail(session, job_id, unexpected_problem(error, "report"))
+        return "failed"
+    with sessions() as session:
+        job_state.succeed(session, job_id, {m.method: m.top1 for m in report.methods})
+    return "succeeded"
+
+
+def shard_problem(exc: BaseException, index: int, total: int) -> Problem:
+    """The problem of a job whose shard failed on every try."""
+    tries = SHARD_MAX_RETRIES + 1
+    if isinstance(exc, SnnconvError):
+        return problem_from_error(exc, stage=SHARD_STAGE)
+    return make_problem(
+        500, "shard-failed", "An evaluation shard failed",
+        f"evaluation shard {index + 1} of {total} failed {tries} times during {SHARD_STAGE} "
+        f"({type(exc).__name__}); the error is in the worker's log", stage=SHARD_STAGE)
+
+
+class ShardTask(Task):
+    """After its last retry, a shard's failure fails its job (the chord then never merges)."""
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
+        if len(args) < 3:
+            return
+        job_id, index, total = args[:3]
+        log.error("job %s: shard %d of %d failed", job_id, index + 1, total, exc_info=exc)
+        settings = get_settings()
+        sessions = session_factory(engine_for(settings.sqlalchemy_url))
+        with sessions() as session:
+            job_state.fail(session, job_id, shard_problem(exc, index, total))
+
+
+@app.task(name=SHARD_TASK, bind=True, base=ShardTask, ignore_result=False,
+          autoretry_for=(Exception,), max_retries=SHARD_MAX_RETRIES,
+          default_retry_delay=SHARD_RETRY_DELAY_S)
+def evaluate_shard(self, job_id: str, index: int, total: int) -> dict:
+    """One slice of a sharded job's evaluation set (the chord's header)."""
+    settings = get_settings()
+    return run_shard(job_id, index, total, settings,
+                     session_factory(engine_for(settings.sqlalchemy_url)),
+                     self.request.hostname or "")
+
+
+@app.task(name=MERGE_TASK, ignore_result=True)
+def merge_shards(results: list[dict], job_id: str) -> str:
+    """The chord's callback: every shard finished."""
+    settings = get_settings()
+    return finish_shards(results, job_id, settings,
+                         session_factory(engine_for(settings.sqlalchemy_url)))

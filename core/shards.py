@@ -1,0 +1,531 @@
+"""Sharded evaluation: partial results of slices of the evaluation split, merged exactly, and
+the converted networks the shards share, stored as JSON + safetensors (never pickle).
+
+A job's evaluation split is cut into slices [start, stop); every slice is simulated with the
+same converted networks (built once, ``save_network`` / ``load_network``) and summarised as a
+:class:`ShardResult`.  :func:`merge` adds the slices up into the MethodResults one run over the
+whole split gives.  What merges how:
+
+- exact (integer counts): ``top1``, ``top5``, ``agreement`` and ``reference_top1``.  A
+  MethodResult's fraction is ``count / samples``, so ``round(fraction · samples)`` recovers the
+  count; the merged fraction is the summed count over the summed samples, the same division
+  the unsharded run does, so these lists are bit-identical to it.
+- sample-weighted means (equal to the unsharded value up to float rounding): ``sops``,
+  ``energy_uj`` and the per-layer ``firing_rate``, ``saturated_fraction``,
+  ``silent_fraction`` and ``rate_error`` (each layer has the same neurons per sample, so the
+  per-neuron mean over the whole split is the sample-weighted mean of the slices' means).
+- taken from the first slice (the same in every slice): ``latency``, ``parameters``,
+  ``analog_input`` and each layer's name, kind, channels and threshold statistics.
+- ``seconds``: the simulation seconds of all slices added up (work, not wall time).
+
+Slices should start at multiples of the job's batch size (``shard_bounds`` does that), so each
+slice simulates exactly the batches the unsharded run does.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from core.report import LayerStats, MethodResult, atomic_write_bytes
+
+# Progress of a sharded job: conversion up to SHARDS_START, the shards up to SHARDS_END.
+SHARDS_START, SHARDS_END = 0.30, 0.95
+
+
+class ShardMethod(BaseModel):
+    """One method's result on one slice, as counts (exact) and sample-weighted sums."""
+
+    method: str
+    samples: int
+    top1_correct: list[int]
+    top5_correct: list[int]
+    agreement_count: list[int]
+    reference_correct: int | None
+    sops_sum: list[float]
+    energy_uj_sum: list[float]
+    layers: list[LayerStats] = Field(description="the slice's own means (weighted on merge)")
+    template: MethodResult = Field(description="the slice's MethodResult (fields copied)")
+
+
+class ShardResult(BaseModel):
+    """Every method's result on the slice [start, stop) of the evaluation split."""
+
+    index: int
+    start: int
+    stop: int
+    methods: list[ShardMethod]
+
+
+def shard_bounds(samples: int, shard_size: int, batch_size: int = 1) -> list[tuple[int, int]]:
+    """[start, stop) slices of at most ``shard_size`` samples (rounded up to a multiple of
+    ``batch_size``, so a slice holds whole batches of the unsharded run)."""
+    if shard_size <= 0:
+        return [(0, samples)]
+    size = -(-shard_size // batch_size) * batch_size
+    return [(start, min(start + size, samples)) for start in range(0, samples, size)]
+
+
+def shard_progress(done: int, total: int) -> float:
+    """The job's overall progress once ``done`` of ``total`` shards have finished."""
+    return SHARDS_START + (SHARDS_END - SHARDS_START) * done / max(total, 1)
+
+
+def _count(fraction: float, samples: int) -> int:
+    return round(fraction * samples)
+
+
+def to_shard(result: MethodResult, samples: int) -> ShardMethod:
+    """Counts and sums of one slice's MethodResult (``samples``: the slice's length)."""
+    return ShardMethod(
+        method=result.method, samples=samples,
+        top1_correct=[_count(f, samples) for f in result.top1],
+        top5_correct=[_count(f, samples) for f in result.top5],
+        agreement_count=[_count(f, samples) for f in result.agreement],
+        reference_correct=(None if result.reference_top1 is None
+                           else _count(result.reference_top1, samples)),
+        sops_sum=[s * samples for s in result.sops],
+        energy_uj_sum=[e * samples for e in result.energy_uj],
+        layers=result.layers,
+        template=result.model_copy(update={"layers": []}))
+
+
+def _fractions(counts: Sequence[float], samples: int) -> list[float]:
+    return [float(c) / max(samples, 1) for c in counts]
+
+
+def _column_sums(rows: list[list[float]]) -> list[float]:
+    if len({len(row) for row in rows}) > 1:
+        raise ValueError("the shards simulated different numbers of steps")
+    return [sum(column) for column in zip(*rows, strict=True)]
+
+
+_WEIGHTED_LAYER_FIELDS = ("firing_rate", "saturated_fraction", "silent_fraction", "rate_error")
+
+
+def _merge_layers(parts: list[ShardMethod], samples: int) -> list[LayerStats]:
+    first = parts[0].layers
+    if any([layer.name for layer in part.layers] != [layer.name for layer in first]
+           for part in parts):
+        raise ValueError("the shards report different layers")
+    merged = []
+    for index, layer in enumerate(first):
+        weighted = {name: sum(getattr(part.layers[index], name) * part.samples
+                              for part in parts) / max(samples, 1)
+                    for name in _WEIGHTED_LAYER_FIELDS}
+        merged.append(layer.model_copy(update=weighted))
+    return merged
+
+
+def merge_method(parts: list[ShardMethod]) -> MethodResult:
+    """One method's MethodResult over all its slices (see the module docstring)."""
+    if not parts:
+        raise ValueError("nothing to merge")
+    if len({part.method for part in parts}) > 1:
+        raise ValueError("cannot merge different methods")
+    samples = sum(part.samples for part in parts)
+    template = parts[0].template
+    references = [part.reference_correct for part in parts]
+    return template.model_copy(update={
+        "top1": _fractions(_column_sums([p.top1_correct for p in parts]), samples),
+        "top5": _fractions(_column_sums([p.top5_correct for p in parts]), samples),
+        "agreement": _fractions(_column_sums([p.agreement_count for p in parts]), samples),
+        "sops": _fractions(_column_sums([p.sops_sum for p in parts]), samples),
+        "energy_uj": _fractions(_column_sums([p.energy_uj_sum for p in parts]), samples),
+        "layers": _merge_layers(parts, samples),
+        "reference_top1": (None if None in references
+                           else sum(references) / max(samples, 1)),
+        "seconds": sum(part.template.seconds for part in parts),
+    })
+
+
+def merge(shards: Sequence[ShardResult]) -> list[MethodResult]:
+    """The MethodResults of the whole split from the ShardResults of its slices (any order;
+    the slices must tile [0, samples) without gaps or overlaps)."""
+    ordered = sorted(shards, key=lambda shard: shard.start)
+    if not ordered:
+        raise ValueError("nothing to merge")
+    position = ordered[0].start
+    for shard in ordered:
+        if shard.start != position:
+            raise ValueError(f"the shards do not tile the split: a gap or overlap at {position}")
+        position = shard.stop
+    names = [m.method for m in ordered[0].methods]
+    if any([m.method for m in shard.methods] != names for shard in ordered):
+        raise ValueError("the shards evaluated different methods")
+    return [merge_method([shard.methods[i] for shard in ordered]) for i in range(len(names))]
+
+
+def partial_top1(shards: Sequence[ShardResult]) -> dict[str, list[float]]:
+    """Top-1 per t over the slices finished so far (the live curve of a sharded job)."""
+    curves: dict[str, list[float]] = {}
+    for index, part in enumerate(shards[0].methods if shards else []):
+        parts = [shard.methods[index] for shard in shards]
+        samples = sum(p.samples for p in parts)
+        curves[part.method] = _fractions(_column_sums([p.top1_correct for p in parts]), samples)
+    return curves
+
+
+def claim_rank(directory: Path, total: int) -> int:
+    """The number 1..total of a finished shard, each handed out once across every process
+    that shares ``directory`` (an exclusive create per number): the shard that finishes
+    k-th gets k, so progress counts shards without a shared counter."""
+    import os
+
+    for rank in range(1, total + 1):
+        try:
+            os.close(os.open(Path(directory) / f"done-{rank:05d}",
+                             os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            continue
+        return rank
+    return total  # a retried shard whose first try had already counted itself
+
+
+def write_shard(shard: ShardResult, path: Path) -> None:
+    atomic_write_bytes(Path(path), shard.model_dump_json().encode())
+
+
+def read_shard(path: Path) -> ShardResult:
+    return ShardResult.model_validate_json(Path(path).read_bytes())
+
+
+# --- the converted networks, shared by the shards -------------------------------------------
+#
+# A SpikingNetwork is stored as JSON (graph nodes, module classes and their plain attributes)
+# plus one safetensors file with every tensor.  Loading imports only classes from torch and
+# core, only nn.Module subclasses or the input encoders, and sets attributes to JSON values
+# and tensors: nothing is unpickled and no stored code runs.
+
+NETWORK_FORMAT = 1
+_ALLOWED_ROOTS = ("torch", "core")
+_FUNCTION_ROOTS = ("torch", "core", "operator", "_operator", "math")
+_BUILTIN_FUNCTIONS = {"getattr"}
+
+
+class NotShareable(ValueError):
+    """A converted network holds something that cannot be stored without pickle."""
+
+
+def _module_fresh_keys() -> set[str]:
+    from torch import nn
+
+    return set(nn.Module().__dict__) - {"training"}
+
+
+class _Encoder:
+    """Turns modules, graphs and plain values into JSON, collecting tensors by key."""
+
+    def __init__(self):
+        self.tensors: dict[str, Any] = {}
+        self.fresh = _module_fresh_keys()
+
+    def tensor(self, value) -> dict:
+        key = f"t{len(self.tensors)}"
+        self.tensors[key] = value.detach().cpu().contiguous().clone()
+        return {"tensor": key}
+
+    def value(self, value) -> Any:
+        import torch
+        from torch import fx, nn
+
+        if value is None or isinstance(value, bool | int | str):
+            return value
+        if isinstance(value, float):
+            return {"float": repr(value)}  # keeps inf and nan, and every bit
+        if isinstance(value, nn.Parameter):
+            return {"parameter": self.tensor(value)["tensor"], "grad": value.requires_grad}
+        if isinstance(value, torch.Tensor):
+            return self.tensor(value)
+        if isinstance(value, tuple | torch.Size):
+            return {"tuple": [self.value(v) for v in value]}
+        if isinstance(value, list):
+            return {"list": [self.value(v) for v in value]}
+        if isinstance(value, dict):
+            if not all(isinstance(k, str) for k in value):
+                raise NotShareable("a dict with non-string keys")
+            return {"dict": {k: self.value(v) for k, v in value.items()}}
+        if isinstance(value, slice):
+            return {"slice": [self.value(value.start), self.value(value.stop),
+                              self.value(value.step)]}
+        if isinstance(value, torch.dtype):
+            return {"dtype": str(value).removeprefix("torch.")}
+        if isinstance(value, torch.device):
+            return {"device": str(value)}
+        if value is Ellipsis:
+            return {"ellipsis": True}
+        if isinstance(value, fx.GraphModule):
+            return {"graph_module": self.graph_module(value)}
+        if isinstance(value, nn.Module):
+            return {"module": self.module(value)}
+        if type(value).__module__.startswith("core.encoders"):
+            return {"object": _class_path(type(value)),
+                    "state": {k: self.value(v) for k, v in vars(value).items()}}
+        raise NotShareable(f"cannot store a {type(value).__qualname__} without pickle")
+
+    def module(self, module) -> dict:
+        from torch import fx
+
+        if isinstance(module, fx.GraphModule):
+            raise NotShareable("a graph module nested inside a module")
+        return {
+            "class": _class_path(type(module)),
+            "attributes": {k: self.value(v) for k, v in vars(module).items()
+                           if k not in self.fresh},
+            "parameters": {k: None if v is None else self.value(v)
+                           for k, v in module._parameters.items()},
+            "buffers": {k: None if v is None else self.tensor(v)["tensor"]
+                        for k, v in module._buffers.items()},
+            "persistent": sorted(set(module._buffers) - module._non_persistent_buffers_set),
+            "children": {k: None if v is None else self.value(v)
+                         for k, v in module._modules.items()},
+        }
+
+    def graph_module(self, gm) -> dict:
+        nodes = []
+        for node in gm.graph.nodes:
+            target = node.target
+            if node.op == "call_function":
+                target = _function_path(target)
+            nodes.append({"name": node.name, "op": node.op, "target": target,
+                          "args": self.value(_node_refs(node.args)),
+                          "kwargs": self.value(_node_refs(node.kwargs))})
+        modules = {name: self.value(child) for name, child in gm.named_children()}
+        attributes = {}
+        for node in gm.graph.nodes:  # get_attr targets that are tensors of the root
+            if node.op == "get_attr" and "." not in node.target and node.target not in modules:
+                attributes[node.target] = self.value(getattr(gm, node.target))
+        return {"nodes": nodes, "children": modules, "attributes": attributes,
+                "training": gm.training}
+
+
+def _class_path(cls) -> str:
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def _function_path(function) -> str:
+    from torch.fx.node import _get_qualified_name
+
+    try:
+        return _get_qualified_name(function)
+    except Exception as error:  # noqa: BLE001 - whatever fx cannot name, we cannot store
+        raise NotShareable(f"cannot name the function {function!r}") from error
+
+
+def _import_class(path: str):
+    module_name, _, qualname = path.partition(":")
+    if module_name.split(".")[0] not in _ALLOWED_ROOTS or "<" in qualname:
+        raise ValueError(f"refusing to load class {path!r}")
+    obj = importlib.import_module(module_name)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _import_function(path: str):
+    root = path.split(".")[0]
+    if root == "builtins" and path.removeprefix("builtins.") in _BUILTIN_FUNCTIONS:
+        import builtins
+
+        return getattr(builtins, path.removeprefix("builtins."))
+    if root in _BUILTIN_FUNCTIONS and "." not in path:
+        import builtins
+
+        return getattr(builtins, path)
+    if root not in _FUNCTION_ROOTS:
+        raise ValueError(f"refusing to load function {path!r}")
+    parts = path.split(".")
+    for split in range(len(parts) - 1, 0, -1):  # the longest importable module prefix
+        try:
+            obj = importlib.import_module(".".join(parts[:split]))
+        except ImportError:
+            continue
+        for part in parts[split:]:
+            obj = getattr(obj, part)
+        if not callable(obj):
+            raise ValueError(f"{path!r} is not a function")
+        return obj
+    raise ValueError(f"cannot import function {path!r}")
+
+
+class _Decoder:
+    def __init__(self, tensors: dict):
+        self.tensors = tensors
+
+    def value(self, data):
+        import torch
+        from torch import nn
+
+        if data is None or isinstance(data, bool | int | str):
+            return data
+        if not isinstance(data, dict) or len(data) not in (1, 2):
+            raise ValueError("malformed network file")
+        kind, payload = next(iter(data.items()))
+        if kind == "float":
+            return float(payload)
+        if kind == "tensor":
+            return self.tensors[payload]
+        if kind == "parameter":
+            return nn.Parameter(self.tensors[payload], requires_grad=bool(data["grad"]))
+        if kind == "tuple":
+            return tuple(self.value(v) for v in payload)
+        if kind == "list":
+            return [self.value(v) for v in payload]
+        if kind == "dict":
+            return {k: self.value(v) for k, v in payload.items()}
+        if kind == "slice":
+            return slice(*(self.value(v) for v in payload))
+        if kind == "dtype":
+            dtype = getattr(torch, payload)
+            if not isinstance(dtype, torch.dtype):
+                raise ValueError(f"not a dtype: {payload!r}")
+            return dtype
+        if kind == "device":
+            return torch.device(payload)
+        if kind == "ellipsis":
+            return Ellipsis
+        if kind == "module":
+            return self.module(payload)
+        if kind == "graph_module":
+            return self.graph_module(payload)
+        if kind == "object":
+            cls = _import_class(payload)
+            if not cls.__module__.startswith("core.encoders"):
+                raise ValueError(f"refusing to build {payload!r}")
+            obj = cls.__new__(cls)
+            obj.__dict__.update({k: self.value(v) for k, v in data["state"].items()})
+            return obj
+        raise ValueError(f"malformed network file: {kind!r}")
+
+    def module(self, data):
+        from torch import nn
+
+        cls = _import_class(data["class"])
+        if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+            raise ValueError(f"refusing to build {data['class']!r}")
+        module = cls.__new__(cls)
+        nn.Module.__init__(module)
+        for name, value in data["attributes"].items():
+            object.__setattr__(module, name, self.value(value))
+        for name, value in data["parameters"].items():
+            module._parameters[name] = None if value is None else self.value(value)
+        persistent = set(data["persistent"])
+        for name, key in data["buffers"].items():
+            module._buffers[name] = None if key is None else self.tensors[key]
+            if name not in persistent:
+                module._non_persistent_buffers_set.add(name)
+        for name, value in data["children"].items():
+            module._modules[name] = None if value is None else self.value(value)
+        return module
+
+    def graph_module(self, data):
+        from torch import fx, nn
+
+        graph = fx.Graph()
+        nodes: dict[str, fx.Node] = {}
+        for entry in data["nodes"]:
+            target = entry["target"]
+            if entry["op"] == "call_function":
+                target = _import_function(target)
+            args = _with_nodes(self.value(entry["args"]), nodes)
+            kwargs = _with_nodes(self.value(entry["kwargs"]), nodes)
+            node = graph.create_node(entry["op"], target, args, kwargs, name=entry["name"])
+            if node.name != entry["name"]:
+                raise ValueError(f"node {entry['name']!r} could not keep its name")
+            nodes[entry["name"]] = node
+        root = nn.Module()
+        for name, child in data["children"].items():
+            root.add_module(name, self.value(child))
+        for name, value in data["attributes"].items():
+            setattr(root, name, self.value(value))
+        gm = fx.GraphModule(root, graph)
+        gm.train(data["training"])
+        return gm
+
+
+def _with_nodes(value, nodes: dict):
+    """Stored node names (strings marked by the encoder) back to nodes."""
+    if isinstance(value, tuple):
+        return tuple(_with_nodes(v, nodes) for v in value)
+    if isinstance(value, list):
+        return [_with_nodes(v, nodes) for v in value]
+    if isinstance(value, dict):
+        if set(value) == {"__node__"}:
+            return nodes[value["__node__"]]
+        return {k: _with_nodes(v, nodes) for k, v in value.items()}
+    return value
+
+
+def _node_refs(value):
+    """Encode fx nodes inside args as {"__node__": name} before the value encoder sees them."""
+    from torch import fx
+
+    if isinstance(value, fx.Node):
+        return {"__node__": value.name}
+    if isinstance(value, tuple):
+        return tuple(_node_refs(v) for v in value)
+    if isinstance(value, list):
+        return [_node_refs(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _node_refs(v) for k, v in value.items()}
+    return value
+
+
+def save_network(snn, directory: Path, name: str) -> None:
+    """Store a SpikingNetwork as ``name.json`` + ``name.safetensors`` in ``directory``.
+
+    Raises NotShareable when it holds something that has no pickle-free form (the caller then
+    evaluates unsharded)."""
+    from safetensors.torch import save
+
+    from core.neurons import reset_state
+
+    reset_state(snn.network)
+    reset_state(snn.reference)
+    encoder = _Encoder()
+    document = {
+        "format": NETWORK_FORMAT, "method": snn.method, "timesteps": snn.timesteps,
+        "mode": snn.mode, "latency": snn.latency.model_dump(mode="json"),
+        "parameters": json.loads(json.dumps(snn.parameters, default=_plain)),
+        "network": encoder.graph_module(snn.network),
+        "reference": encoder.graph_module(snn.reference),
+        "encoder": encoder.value(snn.encoder),
+    }
+    directory = Path(directory)
+    atomic_write_bytes(directory / f"{name}.safetensors", save(encoder.tensors))
+    atomic_write_bytes(directory / f"{name}.json", json.dumps(document).encode())
+
+
+def load_network(directory: Path, name: str, device=None):
+    """The SpikingNetwork ``save_network`` stored (tensors on ``device``, default CPU)."""
+    from safetensors.torch import load
+
+    from core.report import Latency
+    from core.snn import SpikingNetwork
+
+    directory = Path(directory)
+    document = json.loads((directory / f"{name}.json").read_text())
+    if document.get("format") != NETWORK_FORMAT:
+        raise ValueError(f"unknown network file format {document.get('format')!r}")
+    tensors = load((directory / f"{name}.safetensors").read_bytes())
+    if device is not None:
+        tensors = {k: v.to(device) for k, v in tensors.items()}
+    decoder = _Decoder(tensors)
+    return SpikingNetwork(
+        method=document["method"], network=decoder.graph_module(document["network"]),
+        reference=decoder.graph_module(document["reference"]),
+        encoder=decoder.value(document["encoder"]), timesteps=document["timesteps"],
+        latency=Latency.model_validate(document["latency"]), mode=document["mode"],
+        parameters=document["parameters"])
+
+
+def _plain(value):
+    """numpy scalars and the like in a method's parameters, as JSON numbers."""
+    if hasattr(value, "item"):
+        return value.item()
+    raise NotShareable(f"a method parameter of type {type(value).__qualname__}")
