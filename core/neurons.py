@@ -89,24 +89,25 @@ class IFNeuron(MultiStep):
 
     def forward(self, current: torch.Tensor) -> torch.Tensor:
         steps = self._unfold(current)
-        theta = _per_channel(self.threshold, steps[0])
+        first = steps[0]
+        theta = _per_channel(self.threshold, first)
         if self.membrane is None:
-            self.membrane = torch.zeros_like(steps[0]) + self.initial_fraction * theta
-            self.spike_count = torch.zeros_like(steps[0])
-        spikes = torch.empty((self.steps, *steps.shape[1:]), dtype=steps.dtype,
-                             device=steps.device)
-        membrane = self.membrane
+            self.membrane = torch.zeros_like(first) + self.initial_fraction * theta
+            self.spike_count = torch.zeros_like(first)
+        # one spike buffer for the whole chunk; each step is three in-place float kernels
+        # (integrate, compare into the buffer, reset) and allocates nothing
+        spikes = torch.empty(steps.shape, dtype=steps.dtype, device=steps.device)
+        membrane, subtract = self.membrane, self.reset_mode == "subtract"
         for t in range(self.steps):
             membrane.add_(steps[t])
-            fired = membrane >= theta
-            spikes[t] = fired
-            if self.reset_mode == "subtract":
-                membrane.addcmul_(spikes[t], theta, value=-1.0)
+            fired = torch.ge(membrane, theta, out=spikes[t])
+            if subtract:
+                membrane.addcmul_(fired, theta, value=-1.0)
             else:
-                membrane.masked_fill_(fired, 0.0)
+                membrane.addcmul_(membrane, fired, value=-1.0)  # u − u·s: exactly 0 if s
         self.spike_count += spikes.sum(0)
-        spikes.mul_(_per_channel(self.amplitude, steps[0]))
-        return spikes.view(-1, *spikes.shape[2:])
+        out = spikes.mul_(_per_channel(self.amplitude, first))
+        return out.view(-1, *out.shape[2:])
 
     def extra_repr(self) -> str:
         return (f"channels={self.threshold.numel()}, reset={self.reset_mode}, "
@@ -195,16 +196,19 @@ class SpikeMaxPool(MultiStep):
         steps = self._unfold(x)
         if self.accumulated is None:
             self.accumulated = torch.zeros_like(steps[0])
-        outputs = []
+        # the running sums step by step (in place, into one buffer), then the pooling and
+        # the gather over all steps of the chunk in one call each
+        accumulated = torch.empty(steps.shape, dtype=steps.dtype, device=steps.device)
+        running = self.accumulated
         for t in range(steps.shape[0]):
-            self.accumulated = self.accumulated + steps[t]
-            _, index = nn.functional.max_pool2d(
-                self.accumulated, self.kernel_size, self.stride, self.padding, self.dilation,
-                ceil_mode=self.ceil_mode, return_indices=True)
-            flat = steps[t].flatten(2)
-            outputs.append(flat.gather(2, index.flatten(2)).view_as(index))
-        out = torch.stack(outputs)
-        return out.view(-1, *out.shape[2:])
+            running = torch.add(running, steps[t], out=accumulated[t])
+        self.accumulated = running.clone()
+        rows = steps.shape[0] * steps.shape[1]
+        _, index = nn.functional.max_pool2d(
+            accumulated.view(rows, *steps.shape[2:]), self.kernel_size, self.stride,
+            self.padding, self.dilation, ceil_mode=self.ceil_mode, return_indices=True)
+        flat = steps.reshape(rows, steps.shape[2], -1)
+        return flat.gather(2, index.flatten(2)).view_as(index)
 
 
 def is_neuron(module: nn.Module | None) -> bool:

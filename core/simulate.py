@@ -73,39 +73,66 @@ def topk_correct(logits: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Te
 
 
 class _SynapticCounter:
-    """Forward pre-hooks that count spike events × fan-out at each synaptic layer."""
+    """Forward pre-hooks that count spike events × fan-out at each synaptic layer.
+
+    Each hook call covers a whole chunk of steps; its counts stay on the device (no sync)
+    and are kept per layer in call order, so a caller can re-sum them exactly as they came.
+    """
 
     def __init__(self, network: fx.GraphModule, fanouts: dict[str, torch.Tensor],
                  skip: set[str]):
         device = device_of(network)
+        self.device = device
         self.fanouts = {k: v.flatten().to(device) for k, v in fanouts.items() if k not in skip}
         self.handles = [network.get_submodule(name).register_forward_pre_hook(self._hook(name))
                         for name in self.fanouts]
         self.steps = 1
         self.event_scale: dict[str, float] | None = None  # ASG: events = value·scale
-        self.per_step: torch.Tensor | None = None
+        self.recording = True
+        self.counted: list[tuple[str, torch.Tensor]] = []  # (layer, events × fan-out per step)
+        self._scratch: torch.Tensor | None = None
+
+    def _events(self, x: torch.Tensor) -> torch.Tensor:
+        """1.0 where ``x`` is non-zero, 0.0 elsewhere: one kernel into a reused buffer."""
+        scratch = self._scratch
+        if scratch is None or scratch.numel() < x.numel() or scratch.dtype != x.dtype \
+                or scratch.device != x.device:
+            scratch = self._scratch = torch.empty(x.numel(), dtype=x.dtype, device=x.device)
+        return torch.ne(x, 0, out=scratch[:x.numel()].view(x.shape))
 
     def _hook(self, name: str):
         def count(module: nn.Module, args: tuple) -> None:
+            if not self.recording:
+                return
             x = args[0]
             fanout = self.fanouts[name]
             if self.event_scale is None:
-                events = (x != 0).to(x.dtype).view(self.steps, -1, fanout.numel())
+                events = self._events(x).view(self.steps, -1, fanout.numel())
             else:
                 events = (x * self.event_scale[name]).view(1, -1, fanout.numel())
             # per-sample sums stay well inside float32's exact integers; the batch total not
-            counted = (events @ fanout).double().sum(1).cpu()
-            self.per_step = counted if self.per_step is None else self.per_step + counted
+            self.counted.append((name, (events @ fanout).double().sum(1)))
         return count
 
     def take(self, steps: int) -> torch.Tensor:
-        """Events × fan-out per step since the last call (zeros when nothing was counted)."""
-        counted, self.per_step = self.per_step, None
-        return torch.zeros(steps) if counted is None else counted
+        """Events × fan-out per step since the last call, summed over the layers in the order
+        they were counted (zeros when nothing was counted); stays on the device."""
+        counted, self.counted = self.counted, []
+        return _sum_in_order([c for _, c in counted], steps, self.device)
 
     def close(self) -> None:
         for handle in self.handles:
             handle.remove()
+        self._scratch = None
+
+
+def _sum_in_order(values: list[torch.Tensor], steps: int, device: torch.device) -> torch.Tensor:
+    if not values:
+        return torch.zeros(steps, dtype=torch.float64, device=device)
+    total = values[0]
+    for value in values[1:]:
+        total = total + value
+    return total
 
 
 def _record_activations(reference: fx.GraphModule, names: list[str], x: torch.Tensor
@@ -132,12 +159,16 @@ def _add_layer_stats(tally: _Tally, neurons: dict[str, MultiStep],
         amplitude = amplitude.to(count.device).view(shape)
         target = torch.clamp(activation / amplitude, 0.0, 1.0)
         rate = count / steps
+        # the four sums leave the device together (float64 holds each of them exactly)
+        rate_sum, saturated, silent, error = torch.stack([
+            rate.sum().double(), (activation > amplitude * (1 + 1e-6)).sum().double(),
+            (count == 0).sum().double(), (target - rate).abs().sum().double()]).tolist()
         layer = tally.layers[name]
         layer.neurons += count.numel()
-        layer.rate += float(rate.sum())
-        layer.saturated += float((activation > amplitude * (1 + 1e-6)).sum())
-        layer.silent += float((count == 0).sum())
-        layer.error += float((target - rate).abs().sum())
+        layer.rate += rate_sum
+        layer.saturated += saturated
+        layer.silent += silent
+        layer.error += error
 
 
 def _layer_reports(tally: _Tally) -> list[LayerStats]:
@@ -201,7 +232,17 @@ def _simulate_if_batch(snn: SpikingNetwork, x, y, reference_prediction, tally, c
         tally.add_readout(start, running, y, reference_prediction)
         events.append(counter.take(stop - start))
         report(stop)
-    tally.sops += torch.cat(events).cumsum(0).numpy()
+    tally.sops += torch.cat(events).cpu().cumsum(0).numpy()
+
+
+def _nodes_downstream_of(network: fx.GraphModule, names: set[str]) -> set[fx.Node]:
+    """The named call_module nodes and every node that depends on one of them."""
+    reached: set[fx.Node] = set()
+    for node in network.graph.nodes:
+        if (node.op == "call_module" and str(node.target) in names) \
+                or any(arg in reached for arg in node.all_input_nodes):
+            reached.add(node)
+    return reached
 
 
 def _simulate_asg_batch(snn: SpikingNetwork, x, y, reference_prediction, tally, counter,
@@ -209,28 +250,57 @@ def _simulate_asg_batch(snn: SpikingNetwork, x, y, reference_prediction, tally, 
     """Layer after layer: every ASG layer integrates its whole window before it fires.
 
     Readout after t steps of the last window: terminal neurons report their first t steps.
+    Everything before the terminal neurons is the same for every t, so the network runs once
+    (full window, which also leaves every neuron with its counts for the statistics), and
+    for each t only the terminal neurons and what depends on them run again, on the cached
+    values of everything else.
     """
     network, window = snn.network, snn.timesteps
     neurons = neurons_of(network)
     terminal = terminal_activations(snn.reference) & set(neurons)
     fed_by_terminal = modules_downstream_of(network, terminal)
+    varying = _nodes_downstream_of(network, terminal)
     snn.encoder.begin(x)
     mean_input = snn.encoder.window_mean(window)
     clamp_max = next(iter(neurons.values())).clamp_max
-    for t in range(1, window + 1):
+    counter.steps = 1
+    counter.event_scale = {name: window / clamp_max for name in counter.fanouts}
+    interpreter = fx.Interpreter(network, garbage_collect_values=False)
+    interpreter.run(mean_input)
+    full_window = counter.counted  # every layer once, in the order a forward counts them
+    counter.counted = []
+    cached = {node: value for node, value in interpreter.env.items()
+              if node not in varying and node.op != "output"}
+    outputs, sops = [], []
+    try:
+        for t in range(1, window + 1):
+            for name in terminal:
+                neurons[name].readout_step = t
+            counter.event_scale = {name: (t if name in fed_by_terminal else window) / clamp_max
+                                   for name in counter.fanouts}
+            outputs.append(interpreter.run(mean_input, initial_env=dict(cached)))
+            again = dict(counter.counted)
+            counter.counted = []
+            sops.append(_sum_in_order([again.get(name, value) if name in fed_by_terminal
+                                       else value for name, value in full_window],
+                                      1, counter.device))
+            report(t)
+    finally:
         for name in terminal:
-            neurons[name].readout_step = t
-        counter.steps = 1
-        counter.event_scale = {name: (t if name in fed_by_terminal else window) / clamp_max
-                               for name in counter.fanouts}
-        out = network(mean_input)
-        tally.add_readout(t - 1, out.unsqueeze(0), y, reference_prediction)
-        tally.sops[t - 1] += float(counter.take(1).sum())
-        report(t)
-    for name in terminal:
-        neurons[name].readout_step = None
-    counter.event_scale = None
-    network(mean_input)  # leaves every neuron with its full-window counts for the statistics
+            neurons[name].readout_step = None
+        counter.event_scale = None
+    tally.add_readout(0, torch.stack(outputs), y, reference_prediction)
+    tally.sops[:window] += torch.cat(sops).cpu().numpy()
+    if any(isinstance(network.get_submodule(str(node.target)), MultiStep)
+           for node in varying if node.op == "call_module"
+           and str(node.target) not in terminal):
+        # neurons after a terminal one: leave them with their full-window counts
+        counter.recording = False
+        try:
+            interpreter.run(mean_input, initial_env=dict(cached))
+        finally:
+            counter.recording = True
+    interpreter.env.clear()
 
 
 def simulate(snn: SpikingNetwork, x: np.ndarray, y: np.ndarray, *, sample_shape: tuple[int, ...],
@@ -253,7 +323,7 @@ def simulate(snn: SpikingNetwork, x: np.ndarray, y: np.ndarray, *, sample_shape:
     total = len(x)
     completed: list[float] = []  # accuracy per t over the batches finished so far
     try:
-        with torch.no_grad():
+        with torch.inference_mode():
             for first in range(0, total, batch_size):
                 xb = torch.from_numpy(x[first:first + batch_size]).to(device)
                 yb = torch.from_numpy(y[first:first + batch_size]).to(device)

@@ -17,7 +17,9 @@ from torch import fx, nn
 
 from core.encoders import DirectEncoder, RateEncoder
 from core.energy import microjoules
-from core.neurons import IFNeuron
+from core.graph.modules import CQActivation
+from core.graph.patterns import trace
+from core.neurons import ASGNeuron, IFNeuron
 from core.report import Latency
 from core.simulate import bytes_per_sample_step, simulate, topk_correct
 from core.snn import SpikingNetwork
@@ -204,3 +206,45 @@ def test_the_readout_is_the_same_for_any_chunk_length():
         assert (other.top1, other.agreement, other.sops) == (first.top1, first.agreement,
                                                              first.sops)
         assert other.layers == first.layers
+
+
+def test_asg_readout_and_sops_per_t_match_a_full_rerun_and_any_batch_split():
+    # Linear → ASG → Linear → ASG → Linear: the simulator runs the first part once and
+    # re-runs only the terminal neuron and the readout for each t; the oracle re-runs the
+    # whole network with the terminal neuron's readout_step = t.
+    rng = np.random.default_rng(5)
+    x = _dyadic(rng, (9, 4), 0, 9, 8).astype(np.float32)
+    y = rng.integers(0, 3, 9)
+    w1, w2 = _dyadic(rng, (5, 4), -2, 7, 8), _dyadic(rng, (4, 5), -2, 7, 8)
+    w3 = _dyadic(rng, (3, 4), -4, 9, 8)
+    w2[0, 1] = w3[1, 2] = 0.0  # a missing synapse lowers the fan-out
+    modules = [_linear(w1), CQActivation(1.0, 4), _linear(w2), CQActivation(1.0, 4),
+               _linear(w3)]
+    window = 4
+
+    def asg_snn():
+        reference = trace(nn.Sequential(*modules)).eval()
+        network = trace(reference)
+        for name in ("1", "3"):
+            network.add_submodule(name, ASGNeuron(1.0, 4))
+        network.recompile()
+        return SpikingNetwork(method="test", network=network.eval(), reference=reference,
+                              encoder=DirectEncoder(), timesteps=window,
+                              latency=Latency(window=window, end_to_end_steps=3 * window,
+                                              anytime=True), mode="asg")
+
+    whole, split = _run(asg_snn(), x, y), _run(asg_snn(), x, y, batch_size=4)
+    oracle = asg_snn()
+    first, last = oracle.network.get_submodule("1"), oracle.network.get_submodule("3")
+    top1, sops = [], []
+    with torch.no_grad():
+        for t in range(1, window + 1):
+            last.readout_step = t
+            out = oracle.network(torch.from_numpy(x))
+            top1.append(float((out.argmax(-1).numpy() == y).mean()))
+            events = first.spike_count.sum(0).numpy() @ (w2 != 0).sum(0) \
+                + last.spike_counts_until(t).sum(0).numpy() @ (w3 != 0).sum(0)
+            sops.append(float(events) / len(x))
+    assert whole.top1 == split.top1 == top1
+    assert whole.sops == split.sops == sops  # the split's t=1 once counted a stale pass
+    assert whole.layers == split.layers and len(whole.layers) == 2
