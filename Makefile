@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint bench clean
+.PHONY: install demo test test-fast lint bench bench-peers clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,7 +28,21 @@ test-fast: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-bench: $(STAMP)
+# The peers of benchmark 5 and what they import at start-up that .venv lacks, installed with
+# --no-deps into .bench-deps (benchmarks/bench_peers.py appends it to sys.path), so they can
+# never replace the project's torch; a pinned peer that fails to import is reported as such.
+BENCH_DEPS := .bench-deps
+BENCH_STAMP := $(BENCH_DEPS)/.installed
+PEERS := spikingjelly==2.0.0 sinabs==3.1.3 'loguru>=0.7,<1' pbr requests urllib3 \
+	charset_normalizer 'nir<=1.0.4' nirtorch h5py
+
+$(BENCH_STAMP): $(STAMP) Makefile
+	$(BIN)/pip install --quiet --no-deps --upgrade --target $(BENCH_DEPS) $(PEERS)
+	touch $(BENCH_STAMP)
+
+bench-peers: $(BENCH_STAMP)
+
+bench: $(STAMP) $(BENCH_STAMP)
 	$(BIN)/python benchmarks/run_all.py
 
 clean:

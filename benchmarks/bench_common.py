@@ -53,9 +53,15 @@ class Sizes:
     ctt_batches: int = 20
     latency_steps: int = 256
     latency_eval_samples: int = 200
-    peer_steps: int = 32
+    peer_steps: int = 128                     # the accuracy pass runs every network this long
     peer_eval_samples: int = 1000
-    peer_report_steps: tuple[int, ...] = (4, 8, 16, 32)
+    peer_report_steps: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128)
+    peer_cost_steps: int = 32                 # time, spikes and peak memory are measured here
+    peer_cost_samples: int = 100              # one batch
+    peer_cq_steps: tuple[int, ...] = (1, 2, 4, 8)   # the paper's suite, one network per T
+    peer_finetune_epochs: int = 1             # its short CQ fine-tune
+    peer_finetune_samples: int | None = None  # on this many training images; None: all
+    peer_memory_all: bool = True              # False: peak memory of one per library only
     train_epochs: int | None = None  # None: the demo's cached, fully trained weights
 
     @classmethod
@@ -65,7 +71,10 @@ class Sizes:
                    methods=("max-norm",), method_steps=2, method_eval_samples=16,
                    finetune_epochs=1, ctt_batches=1,
                    latency_steps=4, latency_eval_samples=16, peer_steps=4,
-                   peer_eval_samples=16, peer_report_steps=(2, 4), train_epochs=0)
+                   peer_eval_samples=16, peer_report_steps=(1, 2, 4), peer_cost_steps=4,
+                   peer_cost_samples=8, peer_cq_steps=(2,), peer_finetune_samples=64,
+                   peer_memory_all=False,
+                   train_epochs=0)
 
 
 def machine() -> dict[str, str]:

@@ -31,6 +31,26 @@ def test_page_has_every_section_with_a_table(page):
         assert "|---|" in text[start:stop]
 
 
+def test_peer_section_reports_every_configuration_and_cost(page):
+    text = page.read_text()
+    section = text[text.index("## 5. Peer comparison"):]
+    header = next(line for line in section.splitlines() if line.startswith("| configuration"))
+    for column in ("t=1", "t=4", "spikes/image", "image·steps/s", "peak MB", "÷ T×ANN"):
+        assert f"| {column} |" in header
+    rows = {line.split(" | ")[0].removeprefix("| ") for line in section.splitlines()
+            if line.startswith("| ") and not line.startswith("| configuration")}
+    assert {"snnconv robust-norm", "snnconv channel-norm", "snnconv cq-asg T=2",
+            "snnconv cq-ctt T=2"} <= rows
+    # a peer is either measured or named with the reason it could not run
+    for peer in ("SpikingJelly max", "SpikingJelly 99.9%", "SpikingJelly channel-wise 99.9%",
+                 "sinabs from_model"):
+        assert peer in rows or f"- **{peer}** could not be run: `" in section
+    # the first configuration of each library gets a peak-memory figure in quick mode
+    first = next(line for line in section.splitlines()
+                 if line.startswith("| snnconv robust-norm |")).split(" | ")
+    assert first[header.split(" | ").index("peak MB")] != "–"
+
+
 def test_linked_plots_exist_and_are_png(page):
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", page.read_text())
     assert len(links) == 3
