@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import json
 import platform
+import shutil
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
 from torch import fx, nn
 
-from core import __version__
+from core import __version__, shards
 from core.datasets import Dataset, Split, load_dataset, take
 from core.energy import count_macs, device_of, energy_model, microjoules, synaptic_fanouts
 from core.errors import InvalidSpec
@@ -74,7 +76,6 @@ def _check_normalisation(spec: JobSpec, dataset: Dataset) -> None:
 
 
 def _versions() -> dict[str, str]:
-    import onnx
 
     return {"snnconv": __version__, "torch": torch.__version__, "numpy": np.__version__,
             "onnx": onnx.__version__, "python": platform.python_version()}
@@ -190,17 +191,24 @@ def run(spec: JobSpec, progress: ProgressCallback = ignore_progress,
     artifacts = export_cq_model(ctx, Path(artifacts_dir)) if artifacts_dir else []
     stages.emit("report", 1.0, "done")
     analog = any(result.analog_input for result in results)
+    return _report(job, ann_result, results, artifacts, energy_model(analog),
+                   seconds=time.perf_counter() - began)
+
+
+def _report(job: PreparedJob, ann_result: AnnResult, results: list, artifacts: list[str],
+            energy: dict, seconds: float | None = None) -> Report:
+    """The report of a prepared job: what it ran on and the results of its methods."""
+    ctx, dataset = job.ctx, job.dataset
+    extra = {} if seconds is None else {"seconds": seconds}
     return Report(
         snnconv_version=__version__, created_at=datetime.now(UTC),
-        spec=spec.model_dump(mode="json"),
-        dataset=DatasetInfo(name=dataset.name, eval_samples=len(evaluation.y),
+        spec=ctx.spec.model_dump(mode="json"),
+        dataset=DatasetInfo(name=dataset.name, eval_samples=len(job.evaluation.y),
                             calib_samples=len(ctx.calib_x),
                             input_shape=list(dataset.input_shape),
                             num_classes=dataset.num_classes),
-        device=str(device), model=job.model, ann=ann_result, methods=results,
-        energy_model=energy_model(analog), versions=_versions(), artifacts=artifacts,
-        seconds=time.perf_counter() - began,
-    )
+        device=str(ctx.device), model=job.model, ann=ann_result, methods=results,
+        energy_model=energy, versions=_versions(), artifacts=artifacts, **extra)
 
 
 def run_into(spec: JobSpec, out_dir: Path,
@@ -251,8 +259,6 @@ def share_networks(spec: JobSpec, out_dir: Path, shard_size: int,
     The CQ network is exported into ``out_dir`` as ``run_into`` does.  Raises
     ``core.shards.NotShareable`` when a network has no pickle-free form.
     """
-    from core import shards
-
     began = time.time()
     out_dir = Path(out_dir)
     directory = out_dir / SHARED_DIRNAME
@@ -285,15 +291,7 @@ def share_networks(spec: JobSpec, out_dir: Path, shard_size: int,
         names.append(name)
         emit("convert", 1.0, f"{method} converted and stored")
     artifacts = export_cq_model(ctx, out_dir)
-    skeleton = Report(
-        snnconv_version=__version__, created_at=datetime.now(UTC),
-        spec=spec.model_dump(mode="json"),
-        dataset=DatasetInfo(name=dataset.name, eval_samples=len(evaluation.y),
-                            calib_samples=len(ctx.calib_x),
-                            input_shape=list(dataset.input_shape),
-                            num_classes=dataset.num_classes),
-        device=str(ctx.device), model=job.model, ann=ann_result, methods=[],
-        energy_model=energy_model(False), versions=_versions(), artifacts=artifacts)
+    skeleton = _report(job, ann_result, [], artifacts, energy_model(False))
     bounds = shards.shard_bounds(len(evaluation.y), shard_size, spec.batch_size)
     plan = {"report": skeleton.model_dump(mode="json"), "networks": names,
             "bounds": bounds, "began": began}
@@ -312,8 +310,6 @@ def shard_path(directory: Path, index: int) -> Path:
 def evaluate_shard(directory: Path, index: int, device: str | None = None):
     """Simulate slice ``index`` of the plan in ``directory`` with every stored network and
     store its ``core.shards.ShardResult`` beside them (also returned)."""
-    from core import shards
-
     plan = _read_plan(directory)
     spec = JobSpec.model_validate(plan["report"]["spec"])
     start, stop = plan["bounds"][index]
@@ -335,15 +331,11 @@ def evaluate_shard(directory: Path, index: int, device: str | None = None):
 
 def finished_shards(directory: Path) -> list:
     """The ShardResults already stored in ``directory`` (for live progress)."""
-    from core import shards
-
     return [shards.read_shard(path) for path in sorted(Path(directory).glob("shard-*.json"))]
 
 
 def merge_shards(directory: Path) -> Report:
     """The job's Report from its stored plan and the ShardResults of every slice."""
-    from core import shards
-
     plan = _read_plan(directory)
     found = {shard.index: shard for shard in finished_shards(directory)}
     missing = [i for i in range(len(plan["bounds"])) if i not in found]
@@ -359,7 +351,6 @@ def merge_shards(directory: Path) -> Report:
 def merge_shards_into(out_dir: Path) -> Report:
     """``merge_shards`` of ``out_dir/shared``, written into ``out_dir`` like ``run_into``
     writes its report (``write_report_files``); the shared folder is removed afterwards."""
-    import shutil
 
     out_dir = Path(out_dir)
     report = merge_shards(out_dir / SHARED_DIRNAME)

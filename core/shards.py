@@ -24,15 +24,23 @@ slice simulates exactly the batches the unsharded run does.
 
 from __future__ import annotations
 
+import builtins
 import importlib
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from pydantic import BaseModel, Field
+from safetensors.torch import load, save
+from torch import fx, nn
+from torch.fx.node import _get_qualified_name
 
-from core.report import LayerStats, MethodResult, atomic_write_bytes
+from core.neurons import reset_state
+from core.report import Latency, LayerStats, MethodResult, atomic_write_bytes
+from core.snn import SpikingNetwork
 
 # Progress of a sharded job: conversion up to SHARDS_START, the shards up to SHARDS_END.
 SHARDS_START, SHARDS_END = 0.30, 0.95
@@ -175,7 +183,6 @@ def claim_rank(directory: Path, total: int) -> int:
     """The number 1..total of a finished shard, each handed out once across every process
     that shares ``directory`` (an exclusive create per number): the shard that finishes
     k-th gets k, so progress counts shards without a shared counter."""
-    import os
 
     for rank in range(1, total + 1):
         try:
@@ -213,7 +220,6 @@ class NotShareable(ValueError):
 
 
 def _module_fresh_keys() -> set[str]:
-    from torch import nn
 
     return set(nn.Module().__dict__) - {"training"}
 
@@ -231,8 +237,6 @@ class _Encoder:
         return {"tensor": key}
 
     def value(self, value) -> Any:
-        import torch
-        from torch import fx, nn
 
         if value is None or isinstance(value, bool | int | str):
             return value
@@ -269,7 +273,6 @@ class _Encoder:
         raise NotShareable(f"cannot store a {type(value).__qualname__} without pickle")
 
     def module(self, module) -> dict:
-        from torch import fx
 
         if isinstance(module, fx.GraphModule):
             raise NotShareable("a graph module nested inside a module")
@@ -309,7 +312,6 @@ def _class_path(cls) -> str:
 
 
 def _function_path(function) -> str:
-    from torch.fx.node import _get_qualified_name
 
     try:
         return _get_qualified_name(function)
@@ -330,11 +332,9 @@ def _import_class(path: str):
 def _import_function(path: str):
     root = path.split(".")[0]
     if root == "builtins" and path.removeprefix("builtins.") in _BUILTIN_FUNCTIONS:
-        import builtins
 
         return getattr(builtins, path.removeprefix("builtins."))
     if root in _BUILTIN_FUNCTIONS and "." not in path:
-        import builtins
 
         return getattr(builtins, path)
     if root not in _FUNCTION_ROOTS:
@@ -358,8 +358,6 @@ class _Decoder:
         self.tensors = tensors
 
     def value(self, data):
-        import torch
-        from torch import nn
 
         if data is None or isinstance(data, bool | int | str):
             return data
@@ -403,7 +401,6 @@ class _Decoder:
         raise ValueError(f"malformed network file: {kind!r}")
 
     def module(self, data):
-        from torch import nn
 
         cls = _import_class(data["class"])
         if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
@@ -424,7 +421,6 @@ class _Decoder:
         return module
 
     def graph_module(self, data):
-        from torch import fx, nn
 
         graph = fx.Graph()
         nodes: dict[str, fx.Node] = {}
@@ -463,7 +459,6 @@ def _with_nodes(value, nodes: dict):
 
 def _node_refs(value):
     """Encode fx nodes inside args as {"__node__": name} before the value encoder sees them."""
-    from torch import fx
 
     if isinstance(value, fx.Node):
         return {"__node__": value.name}
@@ -481,9 +476,7 @@ def save_network(snn, directory: Path, name: str) -> None:
 
     Raises NotShareable when it holds something that has no pickle-free form (the caller then
     evaluates unsharded)."""
-    from safetensors.torch import save
 
-    from core.neurons import reset_state
 
     reset_state(snn.network)
     reset_state(snn.reference)
@@ -503,10 +496,7 @@ def save_network(snn, directory: Path, name: str) -> None:
 
 def load_network(directory: Path, name: str, device=None):
     """The SpikingNetwork ``save_network`` stored (tensors on ``device``, default CPU)."""
-    from safetensors.torch import load
 
-    from core.report import Latency
-    from core.snn import SpikingNetwork
 
     directory = Path(directory)
     document = json.loads((directory / f"{name}.json").read_text())

@@ -196,93 +196,42 @@ def _resnet20(num_classes: int, in_channels: int) -> nn.Module:
 
 _Builder = Callable[[int, int], nn.Module]
 
+_HE = "He et al., Deep Residual Learning for Image Recognition (2016)"
 _YAN = "Yan, Zhou & Wong, Low Latency Conversion of ANN to Rate-encoded SNNs (TNNLS, 2211.08410)"
 
+_CATALOGUE: tuple[tuple[_Builder, str, tuple[int, ...], str, str], ...] = (
+    # builder, name, input shape, description, source; every architecture has 10 classes
+    (_mlp_digits, 'mlp-digits', (1, 8, 8),
+     "MLP 64-128-64-10 for scikit-learn's 8x8 digits",
+     "snnconv (smallest end-to-end example)"),
+    (_lenet5, 'lenet5', (1, 28, 28),
+     'LeNet-5 with ReLU and max pooling (exercises the spiking max-pool)',
+     "LeCun, Bottou, Bengio & Haffner, Proc. IEEE 86(11), 1998 (LeNet-5)"),
+    (_cnn_small, 'cnn-small', (1, 28, 28),
+     'two conv+BN+ReLU+avgpool stages, one linear layer; trains in seconds',
+     "snnconv demo network"),
+    (_mnist_7conv, 'mnist-7conv', (1, 28, 28),
+     "the paper's MNIST net: 7 conv+BN+ReLU, no pooling, FC 512->10",
+     _YAN),
+    (_vgg_star, 'vgg-star', (3, 32, 32),
+     "the paper's CIFAR VGG*: 128-128-256-256-512-512-1024, avg pooling",
+     _YAN),
+    (_vgg16, 'vgg16', (3, 32, 32),
+     'VGG-16 for CIFAR: 13 conv+BN+ReLU, avg pooling, one linear layer',
+     "Simonyan & Zisserman, Very Deep Convolutional Networks (2015)"),
+    (_resnet18, 'resnet18', (3, 32, 32),
+     'ResNet-18 for CIFAR: 3x3 stem, no max pool, BasicBlocks [2,2,2,2]',
+     _HE),
+    (_resnet20, 'resnet20', (3, 32, 32),
+     "ResNet-20 for CIFAR: 3 stages x 3 BasicBlocks, 16/32/64 channels, "
+     "1x1 conv shortcuts (option B)",
+     _HE),
+)
+
 _ZOO: dict[str, tuple[ArchInfo, _Builder]] = {
-    info.name: (info, builder)
-    for info, builder in (
-        (
-            ArchInfo(
-                name="mlp-digits",
-                input_shape=(1, 8, 8),
-                num_classes=10,
-                description="MLP 64-128-64-10 for scikit-learn's 8x8 digits",
-                source="snnconv (smallest end-to-end example)",
-            ),
-            _mlp_digits,
-        ),
-        (
-            ArchInfo(
-                name="lenet5",
-                input_shape=(1, 28, 28),
-                num_classes=10,
-                description="LeNet-5 with ReLU and max pooling (exercises the spiking max-pool)",
-                source="LeCun, Bottou, Bengio & Haffner, Proc. IEEE 86(11), 1998 (LeNet-5)",
-            ),
-            _lenet5,
-        ),
-        (
-            ArchInfo(
-                name="cnn-small",
-                input_shape=(1, 28, 28),
-                num_classes=10,
-                description="two conv+BN+ReLU+avgpool stages, one linear layer; trains in seconds",
-                source="snnconv demo network",
-            ),
-            _cnn_small,
-        ),
-        (
-            ArchInfo(
-                name="mnist-7conv",
-                input_shape=(1, 28, 28),
-                num_classes=10,
-                description="the paper's MNIST net: 7 conv+BN+ReLU, no pooling, FC 512->10",
-                source=_YAN,
-            ),
-            _mnist_7conv,
-        ),
-        (
-            ArchInfo(
-                name="vgg-star",
-                input_shape=(3, 32, 32),
-                num_classes=10,
-                description="the paper's CIFAR VGG*: 128-128-256-256-512-512-1024, avg pooling",
-                source=_YAN,
-            ),
-            _vgg_star,
-        ),
-        (
-            ArchInfo(
-                name="vgg16",
-                input_shape=(3, 32, 32),
-                num_classes=10,
-                description="VGG-16 for CIFAR: 13 conv+BN+ReLU, avg pooling, one linear layer",
-                source="Simonyan & Zisserman, Very Deep Convolutional Networks (2015)",
-            ),
-            _vgg16,
-        ),
-        (
-            ArchInfo(
-                name="resnet18",
-                input_shape=(3, 32, 32),
-                num_classes=10,
-                description="ResNet-18 for CIFAR: 3x3 stem, no max pool, BasicBlocks [2,2,2,2]",
-                source="He et al., Deep Residual Learning for Image Recognition (2016)",
-            ),
-            _resnet18,
-        ),
-        (
-            ArchInfo(
-                name="resnet20",
-                input_shape=(3, 32, 32),
-                num_classes=10,
-                description="ResNet-20 for CIFAR: 3 stages x 3 BasicBlocks, 16/32/64 channels, "
-                "1x1 conv shortcuts (option B)",
-                source="He et al., Deep Residual Learning for Image Recognition (2016)",
-            ),
-            _resnet20,
-        ),
-    )
+    name: (ArchInfo(name=name, input_shape=shape, num_classes=10, description=text,
+                    source=source), builder)
+    for builder, name, shape, text, source in _CATALOGUE
 }
 
 
