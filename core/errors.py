@@ -15,6 +15,12 @@ class SnnconvError(Exception):
     code = "snnconv-error"
     title = "snnconv error"
 
+    def __init_subclass__(cls, code: str | None = None, title: str | None = None, **kwargs):
+        """``class X(SnnconvError, code=..., title=...)``: each error states its slug once."""
+        super().__init_subclass__(**kwargs)
+        cls.code = code or cls.code
+        cls.title = title or cls.title
+
     def __init__(self, message: str, *, code: str | None = None, details: dict | None = None):
         super().__init__(message)
         if code is not None:
@@ -26,45 +32,28 @@ class SnnconvError(Exception):
         return str(self)
 
 
-class ModelRejected(SnnconvError):
+class ModelRejected(SnnconvError, code="model-rejected", title="Model file rejected"):
     """The uploaded file is not a model we will load (hostile, malformed or unsupported format)."""
 
-    code = "model-rejected"
-    title = "Model file rejected"
 
-
-class TooLarge(ModelRejected):
+class TooLarge(ModelRejected, code="too-large"):
     """The upload, or the data a model file declares, is over a size limit (HTTP 413)."""
 
-    code = "too-large"
 
-
-class UnsupportedModel(SnnconvError):
+class UnsupportedModel(SnnconvError, code="unsupported-model", title="Model cannot be converted"):
     """The model loaded but cannot be converted (e.g. unsupported ops, no activations)."""
 
-    code = "unsupported-model"
-    title = "Model cannot be converted"
 
-
-class DatasetUnavailable(SnnconvError):
+class DatasetUnavailable(SnnconvError, code="dataset-unavailable", title="Dataset not available"):
     """A dataset is unknown or its files are missing from the data directory."""
 
-    code = "dataset-unavailable"
-    title = "Dataset not available"
 
-
-class InvalidSpec(SnnconvError):
+class InvalidSpec(SnnconvError, code="invalid-spec", title="Invalid job specification"):
     """A job specification is inconsistent with the model or dataset."""
 
-    code = "invalid-spec"
-    title = "Invalid job specification"
 
-
-class JobCancelled(SnnconvError):
+class JobCancelled(SnnconvError, code="job-cancelled", title="Job cancelled"):
     """Raised by a progress callback to stop a running job cooperatively."""
-
-    code = "job-cancelled"
-    title = "Job cancelled"
 
 
 def one_line(message: object, limit: int = 500) -> str:
