@@ -44,15 +44,18 @@ def _conv_bn_relu(
     ]
 
 
+def _linear_relu_chain(widths: list[int]) -> list[nn.Module]:
+    """Linear layers through ``widths`` with a ReLU between consecutive ones, none at the end."""
+    layers: list[nn.Module] = []
+    for index, (fan_in, fan_out) in enumerate(zip(widths, widths[1:], strict=False)):
+        layers += [nn.ReLU()] if index else []
+        layers.append(nn.Linear(fan_in, fan_out))
+    return layers
+
+
 def _mlp_digits(num_classes: int, in_channels: int) -> nn.Module:
-    return nn.Sequential(
-        nn.Flatten(),
-        nn.Linear(in_channels * 8 * 8, 128),
-        nn.ReLU(),
-        nn.Linear(128, 64),
-        nn.ReLU(),
-        nn.Linear(64, num_classes),
-    )
+    return nn.Sequential(nn.Flatten(),
+                         *_linear_relu_chain([in_channels * 8 * 8, 128, 64, num_classes]))
 
 
 def _lenet5(num_classes: int, in_channels: int) -> nn.Module:
@@ -64,11 +67,7 @@ def _lenet5(num_classes: int, in_channels: int) -> nn.Module:
         nn.ReLU(),
         nn.MaxPool2d(2),
         nn.Flatten(),
-        nn.Linear(16 * 5 * 5, 120),
-        nn.ReLU(),
-        nn.Linear(120, 84),
-        nn.ReLU(),
-        nn.Linear(84, num_classes),
+        *_linear_relu_chain([16 * 5 * 5, 120, 84, num_classes]),
     )
 
 
