@@ -1,6 +1,6 @@
 """Run every benchmark and write docs/benchmarks.md with its plots.
 
-    .venv/bin/python benchmarks/run_all.py            # the full run (about 15 min, 2 cores)
+    .venv/bin/python benchmarks/run_all.py            # the full run (about an hour, estimated)
     .venv/bin/python benchmarks/run_all.py --quick    # tiny sizes: checks the harness only
 """
 
