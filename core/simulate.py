@@ -20,6 +20,7 @@ from core.energy import analog_layers, device_of, microjoules, synaptic_fanouts
 from core.graph.spiking import (
     constant_input_is_safe,
     modules_downstream_of,
+    nodes_downstream_of,
     terminal_activations,
 )
 from core.neurons import MultiStep, neurons_of, reset_state, set_steps
@@ -235,16 +236,6 @@ def _simulate_if_batch(snn: SpikingNetwork, x, y, reference_prediction, tally, c
     tally.sops += torch.cat(events).cpu().cumsum(0).numpy()
 
 
-def _nodes_downstream_of(network: fx.GraphModule, names: set[str]) -> set[fx.Node]:
-    """The named call_module nodes and every node that depends on one of them."""
-    reached: set[fx.Node] = set()
-    for node in network.graph.nodes:
-        if (node.op == "call_module" and str(node.target) in names) \
-                or any(arg in reached for arg in node.all_input_nodes):
-            reached.add(node)
-    return reached
-
-
 def _simulate_asg_batch(snn: SpikingNetwork, x, y, reference_prediction, tally, counter,
                         report: Callable[[int], None]) -> None:
     """Layer after layer: every ASG layer integrates its whole window before it fires.
@@ -259,7 +250,7 @@ def _simulate_asg_batch(snn: SpikingNetwork, x, y, reference_prediction, tally, 
     neurons = neurons_of(network)
     terminal = terminal_activations(snn.reference) & set(neurons)
     fed_by_terminal = modules_downstream_of(network, terminal)
-    varying = _nodes_downstream_of(network, terminal)
+    varying = nodes_downstream_of(network, terminal)
     snn.encoder.begin(x)
     mean_input = snn.encoder.window_mean(window)
     clamp_max = next(iter(neurons.values())).clamp_max

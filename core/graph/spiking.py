@@ -39,15 +39,19 @@ def terminal_activations(gm: fx.GraphModule) -> set[str]:
                           passes=lambda n: not is_activation(P.module_of(gm, n)))}
 
 
-def modules_downstream_of(gm: fx.GraphModule, names: set[str]) -> set[str]:
-    """Names of call_module nodes reachable from the named modules' outputs."""
+def nodes_downstream_of(gm: fx.GraphModule, names: set[str]) -> set[fx.Node]:
+    """The named call_module nodes and every node that depends on one of them."""
     reached: set[fx.Node] = set()
     for node in gm.graph.nodes:
-        if node.op == "call_module" and str(node.target) in names:
+        if (node.op == "call_module" and str(node.target) in names) \
+                or any(arg in reached for arg in node.all_input_nodes):
             reached.add(node)
-        elif any(arg in reached for arg in node.all_input_nodes):
-            reached.add(node)
-    return {str(n.target) for n in reached
+    return reached
+
+
+def modules_downstream_of(gm: fx.GraphModule, names: set[str]) -> set[str]:
+    """Names of call_module nodes reachable from the named modules' outputs."""
+    return {str(n.target) for n in nodes_downstream_of(gm, names)
             if n.op == "call_module" and str(n.target) not in names}
 
 
