@@ -20,7 +20,7 @@ import onnx
 import torch
 from torch import fx, nn
 
-from core import __version__, shards
+from core import __version__, network_files, shards
 from core.datasets import Dataset, Split, load_dataset, take
 from core.energy import count_macs, device_of, energy_model, microjoules, synaptic_fanouts
 from core.errors import InvalidSpec
@@ -257,7 +257,7 @@ def share_networks(spec: JobSpec, out_dir: Path, shard_size: int,
     store the networks and the report's method-independent part under ``out_dir/shared``.
 
     The CQ network is exported into ``out_dir`` as ``run_into`` does.  Raises
-    ``core.shards.NotShareable`` when a network has no pickle-free form.
+    ``core.network_files.NotShareable`` when a network has no pickle-free form.
     """
     began = time.time()
     out_dir = Path(out_dir)
@@ -287,7 +287,7 @@ def share_networks(spec: JobSpec, out_dir: Path, shard_size: int,
         torch.manual_seed(spec.seed)
         snn = convert(method, ctx)
         name = f"network-{index}"
-        shards.save_network(snn, directory, name)
+        network_files.save_network(snn, directory, name)
         names.append(name)
         emit("convert", 1.0, f"{method} converted and stored")
     artifacts = export_cq_model(ctx, out_dir)
@@ -319,7 +319,7 @@ def evaluate_shard(directory: Path, index: int, device: str | None = None):
     target = resolve_device(device or spec.device)
     methods = []
     for name in plan["networks"]:
-        snn = shards.load_network(directory, name)
+        snn = network_files.load_network(directory, name)
         result = simulate(snn, x, y, sample_shape=dataset.input_shape,
                           batch_size=spec.batch_size, device=target,
                           memory_budget_mb=spec.memory_budget_mb)

@@ -214,7 +214,8 @@ def _start_shards(job_id: str, spec: JobSpec, out_dir, settings: Settings,
     """Convert once, store the networks and send the shards' chord; False when a network
     cannot be stored (the caller then runs the job whole)."""
     from core import pipeline
-    from core.shards import NotShareable, shard_progress
+    from core.network_files import NotShareable
+    from core.shards import shard_progress
 
     try:
         plan = pipeline.share_networks(spec, out_dir, settings.eval_shard_size, progress)

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from core import pipeline, shards
+from core import network_files, pipeline, shards
 from core.methods import convert
 from core.simulate import simulate
 from core.spec import JobSpec
@@ -82,8 +82,8 @@ def test_shared_networks_and_shards_give_the_unsharded_report(spec, tmp_path):
 def test_a_stored_network_simulates_like_the_original(spec, tmp_path):
     job = pipeline.prepare(spec)
     snn = convert("cq-asg", job.ctx)
-    shards.save_network(snn, tmp_path, "net")
-    loaded = shards.load_network(tmp_path, "net")
+    network_files.save_network(snn, tmp_path, "net")
+    loaded = network_files.load_network(tmp_path, "net")
     assert loaded.network.code == snn.network.code
     options = dict(sample_shape=job.dataset.input_shape, batch_size=50,
                    device=torch.device("cpu"), memory_budget_mb=256)
@@ -93,10 +93,10 @@ def test_a_stored_network_simulates_like_the_original(spec, tmp_path):
 
 def test_loading_refuses_classes_outside_torch_and_core(spec, tmp_path):
     job = pipeline.prepare(spec)
-    shards.save_network(convert("robust-norm", job.ctx), tmp_path, "net")
+    network_files.save_network(convert("robust-norm", job.ctx), tmp_path, "net")
     path = tmp_path / "net.json"
     document = json.loads(path.read_text())
     document["network"]["children"]["node_linear"]["module"]["class"] = "os:system"
     path.write_text(json.dumps(document))
     with pytest.raises(ValueError, match="refusing"):
-        shards.load_network(tmp_path, "net")
+        network_files.load_network(tmp_path, "net")
