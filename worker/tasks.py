@@ -106,6 +106,17 @@ def job_spec(session, job: JobRecord, settings: Settings) -> JobSpec:
                       settings.datasets_dir)
 
 
+def _sessions(settings: Settings) -> sessionmaker:
+    """Sessions on the process's one engine for the configured database."""
+    return session_factory(engine_for(settings.sqlalchemy_url))
+
+
+def _succeed(sessions: sessionmaker, job_id: str, report) -> None:
+    """Mark the job succeeded with each method's accuracy per time step."""
+    with sessions() as session:
+        job_state.succeed(session, job_id, {m.method: m.top1 for m in report.methods})
+
+
 def execute_job(job_id: str, settings: Settings, sessions: sessionmaker) -> str:
     """Claim, run and finish one job; returns the final status. Never raises for job errors."""
     with sessions() as session:
@@ -155,8 +166,7 @@ def _run(job: JobRecord, settings: Settings, sessions: sessionmaker) -> str:
         log.exception("job %s failed during %s", job.id, progress.stage)
         problem = unexpected_problem(error, progress.stage)
     else:
-        with sessions() as session:
-            job_state.succeed(session, job.id, {m.method: m.top1 for m in report.methods})
+        _succeed(sessions, job.id, report)
         return "succeeded"
     with sessions() as session:
         job_state.fail(session, job.id, problem)
@@ -172,7 +182,7 @@ class JobTask(Task):
             return
         job_id = args[0]
         settings = get_settings()
-        sessions = session_factory(engine_for(settings.sqlalchemy_url))
+        sessions = _sessions(settings)
         with sessions() as session:
             job = session.get(JobRecord, job_id)
             stage = failed_stage(job.stage if job is not None else None)
@@ -195,7 +205,7 @@ def _escaped_problem(exc: BaseException, stage: str, settings: Settings,
 def run_job(job_id: str) -> str:
     """Celery entry point: the job's id is the whole message (JSON)."""
     settings = get_settings()
-    return execute_job(job_id, settings, session_factory(engine_for(settings.sqlalchemy_url)))
+    return execute_job(job_id, settings, _sessions(settings))
 
 
 # --- sharded evaluation ----------------------------------------------------------------------
@@ -285,8 +295,7 @@ def finish_shards(results: list[dict], job_id: str, settings: Settings,
         with sessions() as session:
             job_state.fail(session, job_id, unexpected_problem(error, "report"))
         return "failed"
-    with sessions() as session:
-        job_state.succeed(session, job_id, {m.method: m.top1 for m in report.methods})
+    _succeed(sessions, job_id, report)
     return "succeeded"
 
 
@@ -310,7 +319,7 @@ class ShardTask(Task):
         job_id, index, total = args[:3]
         log.error("job %s: shard %d of %d failed", job_id, index + 1, total, exc_info=exc)
         settings = get_settings()
-        sessions = session_factory(engine_for(settings.sqlalchemy_url))
+        sessions = _sessions(settings)
         with sessions() as session:
             job_state.fail(session, job_id, shard_problem(exc, index, total))
 
@@ -322,7 +331,7 @@ def evaluate_shard(self, job_id: str, index: int, total: int) -> dict:
     """One slice of a sharded job's evaluation set (the chord's header)."""
     settings = get_settings()
     return run_shard(job_id, index, total, settings,
-                     session_factory(engine_for(settings.sqlalchemy_url)),
+                     _sessions(settings),
                      self.request.hostname or "")
 
 
@@ -331,4 +340,4 @@ def merge_shards(results: list[dict], job_id: str) -> str:
     """The chord's callback: every shard finished."""
     settings = get_settings()
     return finish_shards(results, job_id, settings,
-                         session_factory(engine_for(settings.sqlalchemy_url)))
+                         _sessions(settings))
