@@ -24,5 +24,6 @@ def test_the_demo_and_the_benchmarks_share_it(monkeypatch, tmp_path):
     import core.demo
 
     assert benchmarks.common.DEFAULT_CACHE == cache_dir() / "bench"  # read at import
+    assert core.demo.cache_dir is cache_dir  # the demo has no copy of its own
     monkeypatch.setenv("SNNCONV_CACHE", str(tmp_path))
     assert core.demo.cache_dir() == tmp_path
