@@ -44,7 +44,8 @@ error-<UTC time>-<random>.log in $XDG_STATE_HOME/snnconv/logs/ (default:
 _SPEC_DESTS = {"model_path": "model", "methods": "method"}
 # CQOptions fields with a generic --cq-<field> option, its help the field's description.
 _CQ_EXTRA = ("ice_grids", "ice_copies", "learning_rate", "surrogate_margin", "optimizer",
-             "lr_decay", "augment", "keep_batchnorm", "fit_scale", "ctt_eta", "ctt_batches")
+             "lr_decay", "augment", "keep_batchnorm", "fit_scale", "initial_membrane",
+             "spike_finetune_epochs", "spike_learning_rate", "ctt_eta", "ctt_batches")
 # Help for the CQOptions fields whose spec has no description.
 _CQ_ABOUT = {"learning_rate": "CQ fine-tuning learning rate",
              "optimizer": "CQ fine-tuning optimizer",

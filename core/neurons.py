@@ -18,7 +18,7 @@ from core.graph.modules import cq_window
 ResetMode = Literal["subtract", "zero"]
 
 
-def _per_channel(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+def per_channel(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """Broadcast a scalar or per-channel [C] tensor against ``like`` of shape [B, C, ...]."""
     if values.numel() == 1:
         return values.reshape(())
@@ -90,7 +90,7 @@ class IFNeuron(MultiStep):
     def forward(self, current: torch.Tensor) -> torch.Tensor:
         steps = self._unfold(current)
         first = steps[0]
-        theta = _per_channel(self.threshold, first)
+        theta = per_channel(self.threshold, first)
         if self.membrane is None:
             self.membrane = torch.zeros_like(first) + self.initial_fraction * theta
             self.spike_count = torch.zeros_like(first)
@@ -106,7 +106,7 @@ class IFNeuron(MultiStep):
             else:
                 membrane.addcmul_(membrane, fired, value=-1.0)  # u − u·s: exactly 0 if s
         self.spike_count += spikes.sum(0)
-        out = spikes.mul_(_per_channel(self.amplitude, first))
+        out = spikes.mul_(per_channel(self.amplitude, first))
         return out.view(-1, *out.shape[2:])
 
     def extra_repr(self) -> str:

@@ -51,6 +51,18 @@ class CQOptions(BaseModel):
     fit_scale: bool = Field(
         True, description="before fine-tuning, rescale each ReLU layer (function unchanged) "
                           "so its 99.9th-percentile activation sits at m (see docs/methods.md)")
+    initial_membrane: float = Field(
+        0.0, ge=0, lt=1,
+        description="cq-if/cq-ctt: the IF neurons' u(0) as a fraction of θ; 0 is the paper's, "
+                    "0.5 the half-threshold start (Bu et al., QCFS)")
+    spike_finetune_epochs: int = Field(
+        0, ge=0, le=500,
+        description="cq-if/cq-ctt: epochs of spike-aware fine-tuning through the IF network "
+                    "before conversion (tandem learning; see docs/methods.md); 0 is the paper's "
+                    "recipe")
+    spike_learning_rate: float | None = Field(
+        None, gt=0, le=10, description="learning rate of spike-aware fine-tuning; None: "
+                                       "learning_rate")
     ctt_eta: float = Field(0.01, gt=0, le=10, description="CTT step size eta")
     ctt_batches: int = Field(20, ge=1, le=100_000)
 

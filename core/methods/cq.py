@@ -6,9 +6,13 @@ the same network and their curves compare like for like.
 
 from __future__ import annotations
 
+import copy
+
+import torch
 from torch import fx, nn
 
 from core.datasets import Split
+from core.encoders import CountEncoder, DirectEncoder, InputEncoder
 from core.errors import InvalidSpec
 from core.graph import patterns as P
 from core.graph.analysis import is_activation, is_cq
@@ -16,10 +20,12 @@ from core.graph.canonicalize import TRAINING_PASSES, canonicalize
 from core.graph.modules import ICEExpand, VREncode
 from core.graph.spiking import strip_leading_module
 from core.methods.context import ConversionContext, CQNetwork
+from core.neurons import IFNeuron
 from core.train import fit, to_cq, with_input_coding
 from core.train.batchnorm import with_fresh_batchnorm
 from core.train.clamp_fit import scale_to_clamp
 from core.train.recognise import split_input_coding
+from core.train.spike_finetune import copy_parameters, spike_trainable
 
 CODING_TYPES = (VREncode, ICEExpand)
 
@@ -100,6 +106,49 @@ def build_cq_network(ctx: ConversionContext) -> CQNetwork:
     return network
 
 
+def cq_encoder(cq: CQNetwork) -> InputEncoder:
+    """VR/ICE counts spread over the window (spikes of amplitude m), or the analog input."""
+    return DirectEncoder() if cq.coding is None else CountEncoder(cq.coding, cq.clamp_max)
+
+
+def if_neuron(cq: CQNetwork, ctx: ConversionContext,
+              threshold: torch.Tensor | float | None = None) -> IFNeuron:
+    """The plain IF neuron of cq-if and cq-ctt: θ = m unless given (CTT), spikes of amplitude
+    m, reset by subtraction, u(0) = ``initial_membrane``·θ."""
+    return IFNeuron(cq.clamp_max if threshold is None else threshold, amplitude=cq.clamp_max,
+                    reset="subtract", initial_fraction=ctx.spec.cq.initial_membrane)
+
+
+def spike_finetuned(ctx: ConversionContext, cq: CQNetwork,
+                    thresholds: dict[str, torch.Tensor] | None = None
+                    ) -> tuple[fx.GraphModule, dict | None]:
+    """The body an IF method converts, and what its spike-aware fine-tuning did.
+
+    With ``spike_finetune_epochs`` = 0 (the paper's recipe) that is the CQ network's body,
+    unchanged, and None.  Otherwise a copy of it fine-tuned through its own IF network
+    (core.train.spike_finetune), each layer's neurons as the method will run them (θ = m, or
+    ``thresholds[name]`` from CTT); the CQ network the methods share is left as it is.
+    """
+    epochs = ctx.spec.cq.spike_finetune_epochs
+    if epochs == 0:
+        return cq.body, None
+    trainable = spike_trainable(cq.body, cq_encoder(cq), cq.window, lambda name: if_neuron(
+        cq, ctx, None if thresholds is None else thresholds[name]))
+    trained = _train(ctx, trainable, epochs, "spike-aware fine-tuning",
+                     ctx.spec.cq.spike_learning_rate)
+    body = copy.deepcopy(cq.body)
+    copy_parameters(trainable.network, body)
+    return body.eval(), trained
+
+
+def if_parameters(cq: CQNetwork, ctx: ConversionContext, spike_finetune: dict | None) -> dict:
+    """cq_parameters plus the IF neurons' start and the spike-aware fine-tuning, if any."""
+    parameters = {**cq_parameters(cq, ctx), "initial_membrane": ctx.spec.cq.initial_membrane}
+    if spike_finetune is not None:
+        parameters["spike_finetune"] = spike_finetune
+    return parameters
+
+
 def _set_margin(model: fx.GraphModule, margin: float) -> None:
     """Give the uploaded CQ activations the straight-through window of this job."""
     for module in model.modules():
@@ -141,24 +190,31 @@ def _batchnorm_source(model: fx.GraphModule, ctx: ConversionContext) -> str:
     return "kept from the upload"
 
 
-def _finetune(ctx: ConversionContext, model: fx.GraphModule, margin: float) -> dict:
+def _train(ctx: ConversionContext, model: nn.Module, epochs: int, what: str,
+           lr: float | None = None) -> dict:
+    """Fine-tune ``model`` with the job's CQ training options (``lr`` instead of their
+    learning rate if given); what the report records."""
     options = ctx.spec.cq
+    lr = options.learning_rate if lr is None else lr
 
     def report(fraction: float, message: str) -> None:
-        ctx.progress("finetune", fraction, message)
+        ctx.progress("finetune", fraction, f"{what}: {message}")
 
-    result = fit(model, Split(ctx.train_x, ctx.train_y), epochs=options.finetune_epochs,
-                 lr=options.learning_rate, batch_size=min(ctx.spec.batch_size, 128),
-                 optimizer=options.optimizer, lr_decay=options.lr_decay,
-                 augment=options.augment, seed=ctx.spec.seed, device=ctx.device,
-                 progress=report)
-    return {"epochs": options.finetune_epochs, "source": "fine-tuned from the uploaded ANN",
-            "batchnorm": _batchnorm_source(model, ctx),
-            "optimizer": options.optimizer, "learning_rate": options.learning_rate,
-            "lr_decay": options.lr_decay,
-            "surrogate_margin": margin,
+    result = fit(model, Split(ctx.train_x, ctx.train_y), epochs=epochs, lr=lr,
+                 batch_size=min(ctx.spec.batch_size, 128), optimizer=options.optimizer,
+                 lr_decay=options.lr_decay, augment=options.augment, seed=ctx.spec.seed,
+                 device=ctx.device, progress=report)
+    return {"epochs": epochs, "optimizer": options.optimizer,
+            "learning_rate": lr, "lr_decay": options.lr_decay,
             "final_loss": result.final_loss, "train_top1": result.train_accuracy,
             "seconds": round(result.seconds, 2)}
+
+
+def _finetune(ctx: ConversionContext, model: fx.GraphModule, margin: float) -> dict:
+    trained = _train(ctx, model, ctx.spec.cq.finetune_epochs, "CQ fine-tuning")
+    return {"epochs": trained.pop("epochs"), "source": "fine-tuned from the uploaded ANN",
+            "batchnorm": _batchnorm_source(model, ctx), **trained,
+            "surrogate_margin": margin}
 
 
 def cq_parameters(cq: CQNetwork, ctx: ConversionContext) -> dict:

@@ -6,18 +6,12 @@ price is latency: a layer can start only when the one before has finished, so th
 readout comes after depth·T steps.
 """
 
-from core.encoders import CountEncoder, DirectEncoder
 from core.graph.spiking import to_spiking
 from core.methods.context import ConversionContext
-from core.methods.cq import CQNetwork, build_cq_network, cq_parameters, spiking_depth
+from core.methods.cq import build_cq_network, cq_encoder, cq_parameters, spiking_depth
 from core.neurons import ASGNeuron
 from core.report import Latency
 from core.snn import SpikingNetwork
-
-
-def cq_encoder(cq: CQNetwork):
-    """VR/ICE counts spread over the window (spikes of amplitude m), or the analog input."""
-    return DirectEncoder() if cq.coding is None else CountEncoder(cq.coding, cq.clamp_max)
 
 
 def convert(ctx: ConversionContext) -> SpikingNetwork:

@@ -7,7 +7,9 @@
 x are the IF network's spikes (current thresholds), y the ASG teacher's.  Within a batch
 every layer's student spikes come from the thresholds before the update, so all layers can
 be updated together after one pass.  Spikes keep amplitude m (the weights are fixed); only
-when a neuron fires changes.  Afterwards only the plain IF network runs: anytime, T steps.
+when a neuron fires changes.  With ``spike_finetune_epochs`` > 0 the weights are then
+fine-tuned through this IF network, thresholds kept (core.train.spike_finetune).
+Afterwards only the plain IF network runs: anytime, T steps.
 """
 
 from __future__ import annotations
@@ -18,9 +20,15 @@ import torch
 from core.graph.spiking import to_spiking
 from core.methods.balancing import anytime_latency
 from core.methods.context import ConversionContext
-from core.methods.cq import CQNetwork, build_cq_network, cq_parameters
-from core.methods.cq_asg import cq_encoder
-from core.neurons import ASGNeuron, IFNeuron, neurons_of, reset_state, set_steps
+from core.methods.cq import (
+    CQNetwork,
+    build_cq_network,
+    cq_encoder,
+    if_neuron,
+    if_parameters,
+    spike_finetuned,
+)
+from core.neurons import ASGNeuron, neurons_of, reset_state, set_steps
 from core.snn import SpikingNetwork
 
 MIN_THRESHOLD_FRACTION = 0.05
@@ -35,7 +43,7 @@ def tune_thresholds(ctx: ConversionContext, cq: CQNetwork) -> tuple[dict[str, to
                                                                       list[float]]:
     """Run CTT over ``ctt_batches`` training batches; return thresholds and the mean |gap|."""
     options, steps = ctx.spec.cq, cq.window
-    student = to_spiking(cq.body, lambda _n, _a: IFNeuron(cq.clamp_max, amplitude=cq.clamp_max))
+    student = to_spiking(cq.body, lambda _n, _a: if_neuron(cq, ctx))
     teacher = to_spiking(cq.body, lambda _n, _a: ASGNeuron(cq.clamp_max, cq.levels))
     student, teacher = student.to(ctx.device), teacher.to(ctx.device)
     neurons, teachers = neurons_of(student), neurons_of(teacher)
@@ -71,9 +79,9 @@ def tune_thresholds(ctx: ConversionContext, cq: CQNetwork) -> tuple[dict[str, to
 def convert(ctx: ConversionContext) -> SpikingNetwork:
     cq = build_cq_network(ctx)
     thresholds, gaps = tune_thresholds(ctx, cq)
-    network = to_spiking(cq.body, lambda name, _act: IFNeuron(
-        thresholds[name], amplitude=cq.clamp_max, reset="subtract"))
-    parameters = {**cq_parameters(cq, ctx), "ctt_eta": ctx.spec.cq.ctt_eta,
+    body, tuning = spike_finetuned(ctx, cq, thresholds)
+    network = to_spiking(body, lambda name, _act: if_neuron(cq, ctx, thresholds[name]))
+    parameters = {**if_parameters(cq, ctx, tuning), "ctt_eta": ctx.spec.cq.ctt_eta,
                   "ctt_batches": ctx.spec.cq.ctt_batches,
                   "ctt_rate_gap_first": gaps[0] if gaps else None,
                   "ctt_rate_gap_last": gaps[-1] if gaps else None}

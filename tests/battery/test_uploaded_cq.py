@@ -113,13 +113,17 @@ def test_cli_fine_tunes_a_plain_onnx_upload(tmp_path, capsys):
 
     status = main(["convert", str(path), "--dataset", "digits", "--method", "cq-asg,cq-ctt",
                    "--timesteps", "2", "--eval-samples", "60", "--finetune-epochs", "1",
+                   "--cq-spike-finetune-epochs", "1", "--cq-initial-membrane", "0.5",
                    "--out", str(tmp_path / "out"), "--quiet", "--device", "cpu"])
 
     assert status == 0, capsys.readouterr().err
     report = json.loads((tmp_path / "out" / "report.json").read_text())
-    asg = report["methods"][0]
+    asg, ctt = report["methods"]
     assert asg["parameters"]["finetune"]["epochs"] == 1
     assert asg["top1"][-1] == pytest.approx(asg["reference_top1"])
+    assert "spike_finetune" not in asg["parameters"]
+    assert ctt["parameters"]["spike_finetune"]["epochs"] == 1
+    assert ctt["parameters"]["initial_membrane"] == 0.5
     assert "Traceback" not in capsys.readouterr().err
 
 

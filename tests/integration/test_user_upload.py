@@ -34,15 +34,17 @@ def test_default_export_pair_is_fine_tuned_and_converted_by_the_worker(service, 
                                                 ("file", ("m.onnx.data", weights.read_bytes()))])
         assert upload.status_code == 201, upload.text
         submitted = http.post("/v1/jobs", json={
-            "model_id": upload.json()["id"], "dataset": "digits", "methods": ["cq-asg"],
+            "model_id": upload.json()["id"], "dataset": "digits", "methods": ["cq-asg", "cq-if"],
             "timesteps": 2, "eval_samples": 60, "calib_samples": 64,
-            "cq": {"finetune_epochs": 1}})
+            "cq": {"finetune_epochs": 1, "spike_finetune_epochs": 1, "initial_membrane": 0.5}})
         assert submitted.status_code == 202, submitted.text
         job = _poll(http, service, submitted.json()["id"])
         assert job["status"] == "succeeded", job
         report = http.get(f"/v1/jobs/{job['id']}/report").json()
-    asg = report["methods"][0]
+    asg, plain_if = report["methods"]
     assert asg["parameters"]["finetune"]["epochs"] == 1
+    assert plain_if["parameters"]["spike_finetune"]["epochs"] == 1
+    assert plain_if["parameters"]["initial_membrane"] == 0.5
     assert len(asg["top1"]) == 2 and asg["top1"][-1] == pytest.approx(asg["reference_top1"])
     assert report["model"]["detected"] == {"cq": False}
 
