@@ -41,7 +41,7 @@ from core.report import (
     write_report_files,
 )
 from core.simulate import simulate, topk_correct
-from core.spec import JobSpec
+from core.spec import JobSpec, tuned_model_files
 from core.train import export_onnx, export_safetensors
 from core.train.recognise import detect
 
@@ -152,16 +152,23 @@ CQ_MODEL_FILES = ("cq-model.onnx", "cq-model.safetensors")
 
 
 def export_cq_model(ctx: ConversionContext, directory: Path) -> list[str]:
-    """Give the user the CQ network the paper's methods converted (ONNX and safetensors)."""
-    cq = ctx.cq_network
-    if cq is None:
+    """Give the user the CQ network the paper's methods converted (ONNX and safetensors),
+    and each spike-aware fine-tuned copy of it (cq-if, cq-ctt) under its method's name."""
+    if ctx.cq_network is None:
         return []
-    model = cq.model.cpu().eval()
-    onnx_path, weights_path = (directory / name for name in CQ_MODEL_FILES)
-    export_onnx(model, (1, *ctx.sample_shape), onnx_path, dynamo=False)
+    networks = [(CQ_MODEL_FILES, ctx.cq_network.model),
+                *((tuned_model_files(method), model)
+                  for method, model in ctx.tuned_networks.items())]
+    for names, network in networks:
+        _export_network(network, ctx, *(directory / name for name in names))
+    return [name for names, _ in networks for name in names]
+
+
+def _export_network(model: fx.GraphModule, ctx: ConversionContext, onnx_path: Path,
+                    weights_path: Path) -> None:
+    export_onnx(model.cpu().eval(), (1, *ctx.sample_shape), onnx_path, dynamo=False)
     export_safetensors(model, weights_path)
-    cq.model.to(ctx.device)
-    return list(CQ_MODEL_FILES)
+    model.to(ctx.device)
 
 
 def run(spec: JobSpec, progress: ProgressCallback = ignore_progress,

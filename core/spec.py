@@ -16,6 +16,13 @@ MethodName = Literal[ClassicMethod, PaperMethod]
 CLASSIC_METHODS: tuple[ClassicMethod, ...] = get_args(ClassicMethod)
 PAPER_METHODS: tuple[PaperMethod, ...] = get_args(PaperMethod)
 METHODS: tuple[MethodName, ...] = get_args(MethodName)
+# the suite's plain-IF methods: they take initial_membrane and spike-aware fine-tuning
+IF_METHODS: tuple[PaperMethod, ...] = ("cq-if", "cq-ctt")
+
+
+def tuned_model_files(method: str) -> tuple[str, str]:
+    """The files (ONNX, safetensors) of the CQ network spike-aware fine-tuning gave ``method``."""
+    return f"{method}-model.onnx", f"{method}-model.safetensors"
 
 
 class CQOptions(BaseModel):

@@ -14,6 +14,7 @@ from api.problems import Problem, ProblemError, make_problem
 from api.queue import TASK_NAME
 from api.schemas import JobAccepted, JobCreate, JobPublic, ListPublic, build_spec, job_options
 from api.urls import JOBS_PREFIX, job_url
+from core.spec import IF_METHODS, tuned_model_files
 
 router = APIRouter(prefix=JOBS_PREFIX, tags=["jobs"])
 
@@ -38,6 +39,11 @@ REPORT_FILES = {
     "cq-model.safetensors": ("cq-model.safetensors", "application/octet-stream",
                              "get_cq_model_safetensors",
                              "The same CQ network's weights as safetensors."),
+    **{name: (name, "application/octet-stream",
+              f"get_{name.replace('-', '_').replace('.', '_')}",
+              f"The CQ network with the weights spike-aware fine-tuning gave {method} "
+              f"(jobs with spike_finetune_epochs > 0), as {name.rsplit('.', 1)[1]}.")
+       for method in IF_METHODS for name in tuned_model_files(method)},
 }
 
 
@@ -108,7 +114,9 @@ def _report_file(session, settings, job_id: str, filename: str,
     path = files.job_dir(settings.results_dir, job_id) / filename
     if not path.is_file():
         hint = ("only jobs with a cq-* method produce a CQ network"
-                if filename.startswith("cq-model") else "it is not on the server's data volume")
+                if filename.startswith("cq-model") else
+                "only cq-if/cq-ctt jobs with spike-aware fine-tuning produce a tuned network"
+                if filename.startswith("cq-") else "it is not on the server's data volume")
         raise ProblemError(404, "report-missing", "Report file missing",
                            f"job {job_id} has no {filename}: {hint}")
     return FileResponse(path, media_type=media_type)

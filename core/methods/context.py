@@ -41,6 +41,8 @@ class ConversionContext:
     CQ-trained (its L, m and input coding); ``spec`` has its automatic defaults resolved.
     ``cq_network`` is the CQ ANN that cq-asg, cq-if and cq-ctt convert, built by the first of
     them to run (``core.methods.cq.build_cq_network``); None until then.
+    ``tuned_networks`` holds, by method, the CQ ANN with the weights that spike-aware
+    fine-tuning gave cq-if or cq-ctt (for export beside the report).
     """
 
     ann: fx.GraphModule
@@ -54,6 +56,7 @@ class ConversionContext:
     progress: StageProgress
     detection: CQDetection = field(default_factory=CQDetection)
     cq_network: CQNetwork | None = None
+    tuned_networks: dict[str, fx.GraphModule] = field(default_factory=dict)
 
     def calibration_batches(self) -> Iterator[torch.Tensor]:
         size = self.spec.batch_size

@@ -119,7 +119,7 @@ def if_neuron(cq: CQNetwork, ctx: ConversionContext,
                     reset="subtract", initial_fraction=ctx.spec.cq.initial_membrane)
 
 
-def spike_finetuned(ctx: ConversionContext, cq: CQNetwork,
+def spike_finetuned(ctx: ConversionContext, cq: CQNetwork, method: str,
                     thresholds: dict[str, torch.Tensor] | None = None
                     ) -> tuple[fx.GraphModule, dict | None]:
     """The body an IF method converts, and what its spike-aware fine-tuning did.
@@ -128,6 +128,7 @@ def spike_finetuned(ctx: ConversionContext, cq: CQNetwork,
     unchanged, and None.  Otherwise a copy of it fine-tuned through its own IF network
     (core.train.spike_finetune), each layer's neurons as the method will run them (θ = m, or
     ``thresholds[name]`` from CTT); the CQ network the methods share is left as it is.
+    The CQ ANN with the tuned weights is kept in ``ctx.tuned_networks[method]``.
     """
     epochs = ctx.spec.cq.spike_finetune_epochs
     if epochs == 0:
@@ -136,9 +137,11 @@ def spike_finetuned(ctx: ConversionContext, cq: CQNetwork,
         cq, ctx, None if thresholds is None else thresholds[name]))
     trained = _train(ctx, trainable, epochs, "spike-aware fine-tuning",
                      ctx.spec.cq.spike_learning_rate)
-    body = copy.deepcopy(cq.body)
-    copy_parameters(trainable.network, body)
-    return body.eval(), trained
+    model = copy.deepcopy(cq.model)
+    copy_parameters(trainable.network, model)
+    ctx.tuned_networks[method] = model.eval()
+    body, _coding = strip_leading_module(model, CODING_TYPES)
+    return body, trained
 
 
 def if_parameters(cq: CQNetwork, ctx: ConversionContext, spike_finetune: dict | None) -> dict:

@@ -79,7 +79,7 @@ def tune_thresholds(ctx: ConversionContext, cq: CQNetwork) -> tuple[dict[str, to
 def convert(ctx: ConversionContext) -> SpikingNetwork:
     cq = build_cq_network(ctx)
     thresholds, gaps = tune_thresholds(ctx, cq)
-    body, tuning = spike_finetuned(ctx, cq, thresholds)
+    body, tuning = spike_finetuned(ctx, cq, "cq-ctt", thresholds)
     network = to_spiking(body, lambda name, _act: if_neuron(cq, ctx, thresholds[name]))
     parameters = {**if_parameters(cq, ctx, tuning), "ctt_eta": ctx.spec.cq.ctt_eta,
                   "ctt_batches": ctx.spec.cq.ctt_batches,

@@ -13,7 +13,7 @@ from core.snn import SpikingNetwork
 
 def convert(ctx: ConversionContext) -> SpikingNetwork:
     cq = build_cq_network(ctx)
-    body, tuning = spike_finetuned(ctx, cq)
+    body, tuning = spike_finetuned(ctx, cq, "cq-if")
     network = to_spiking(body, lambda _name, _act: if_neuron(cq, ctx))
     return SpikingNetwork(method="cq-if", network=network, reference=cq.model,
                           encoder=cq_encoder(cq), timesteps=cq.window,

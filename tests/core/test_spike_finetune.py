@@ -12,7 +12,9 @@ from core.graph.spiking import to_spiking
 from core.methods import convert
 from core.methods.cq import build_cq_network, spike_finetuned
 from core.neurons import IFNeuron, neurons_of, set_steps
+from core.pipeline import CQ_MODEL_FILES, run
 from core.simulate import simulate
+from core.spec import JobSpec, tuned_model_files
 from core.train.spike_finetune import SurrogateIF, copy_parameters, spike_trainable
 from tests.core.test_methods import CPU, context
 
@@ -78,8 +80,10 @@ def test_if_methods_train_their_own_copy_and_cq_asg_keeps_the_cq_network(
     _, _, xe, ye = digits_arrays
     cq = build_cq_network(ctx)
     shared = {k: v.clone() for k, v in cq.body.state_dict().items()}
-    body, record = spike_finetuned(ctx, cq)
+    body, record = spike_finetuned(ctx, cq, "cq-if")
     assert body is not cq.body and record["epochs"] == 1
+    tuned = ctx.tuned_networks["cq-if"].state_dict()
+    assert all(torch.equal(tuned[k], v) for k, v in body.state_dict().items())
     assert all(torch.equal(shared[k], v) for k, v in cq.body.state_dict().items())
     assert any(not torch.equal(shared[k], v) for k, v in body.state_dict().items())
     results = {method: simulate(convert(method, ctx), xe, ye, sample_shape=(1, 8, 8),
@@ -105,5 +109,21 @@ def test_no_spike_finetuning_is_the_papers_recipe(digits_mlp, digits_arrays):
     ctx = context(digits_mlp, digits_arrays, methods=["cq-if"], timesteps=4,
                   cq={"finetune_epochs": 1, "encoding": "vr"})
     cq = build_cq_network(ctx)
-    assert spike_finetuned(ctx, cq) == (cq.body, None)
+    assert spike_finetuned(ctx, cq, "cq-if") == (cq.body, None)
     assert "spike_finetune" not in convert("cq-if", ctx).parameters
+    assert ctx.tuned_networks == {}
+
+
+def test_the_tuned_network_is_exported_and_reuploaded_gives_the_same_snn(digits_onnx, tmp_path):
+    """A user's ONNX upload → cq-if with spike-aware fine-tuning → cq-if-model.onnx; that file
+    uploaded again (recognised as CQ, converted as it is) gives the same curve."""
+    options = {"initial_membrane": 0.5}
+    first = run(JobSpec(model_path=digits_onnx, dataset="digits", methods=["cq-if"],
+                        timesteps=4, eval_samples=120, device="cpu",
+                        cq={**options, "finetune_epochs": 1, "spike_finetune_epochs": 1,
+                            "encoding": "vr"}), artifacts_dir=tmp_path)
+    assert first.artifacts == [*CQ_MODEL_FILES, *tuned_model_files("cq-if")]
+    again = run(JobSpec(model_path=tmp_path / "cq-if-model.onnx", dataset="digits",
+                        methods=["cq-if"], eval_samples=120, device="cpu", cq=options))
+    assert again.model.detected["cq"] and again.model.detected["T"] == 4
+    assert again.methods[0].top1 == first.methods[0].top1

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 
+import onnx
 import pytest
 import torch
 
@@ -41,6 +42,14 @@ def test_default_export_pair_is_fine_tuned_and_converted_by_the_worker(service, 
         job = _poll(http, service, submitted.json()["id"])
         assert job["status"] == "succeeded", job
         report = http.get(f"/v1/jobs/{job['id']}/report").json()
+        tuned = http.get(f"/v1/jobs/{job['id']}/cq-if-model.onnx")
+        untuned = http.get(f"/v1/jobs/{job['id']}/cq-ctt-model.onnx")
+    assert tuned.status_code == 200
+    assert onnx.load_from_string(tuned.content).graph.node  # a whole ONNX graph
+    assert untuned.status_code == 404
+    assert "spike-aware fine-tuning" in untuned.json()["detail"]
+    assert report["artifacts"] == ["cq-model.onnx", "cq-model.safetensors", "cq-if-model.onnx",
+                                   "cq-if-model.safetensors"]
     asg, plain_if = report["methods"]
     assert asg["parameters"]["finetune"]["epochs"] == 1
     assert plain_if["parameters"]["spike_finetune"]["epochs"] == 1
