@@ -62,3 +62,10 @@ def test_linked_plots_exist_and_are_png(page):
 def test_first_step_reaching_the_target():
     assert bench_latency.first_step_reaching([0.1, 0.5, 0.9, 0.95], 0.9) == 3
     assert bench_latency.first_step_reaching([0.1, 0.5], 0.9) is None
+
+
+def test_compile_benchmark_checks_the_compiled_if_against_the_neuron():
+    from benchmarks import bench_compile
+
+    row = bench_compile.measure(3, (2, 2, 3, 3), repeats=1)
+    assert row["T"] == 3 and row["eager_ms"] > 0 and row["compiled_ms"] > 0
