@@ -24,7 +24,7 @@ from torch import fx, nn
 
 from core.encoders import InputEncoder
 from core.graph.spiking import to_spiking
-from core.neurons import IFNeuron, per_channel
+from core.neurons import IFNeuron, per_channel, reset_state, set_steps
 
 
 class SurrogateIF(nn.Module):
@@ -37,8 +37,8 @@ class SurrogateIF(nn.Module):
 
     def forward(self, current: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            self.neuron.reset()
-            self.neuron.steps, self.neuron.batch = self.window, None
+            reset_state(self.neuron)
+            set_steps(self.neuron, self.window)
             spikes = self.neuron(current.detach())
         mean = current.view(self.window, -1, *current.shape[1:]).mean(0)
         theta = per_channel(self.neuron.threshold, mean)
