@@ -4,8 +4,8 @@ Each run starts the API in-process and N real Celery worker processes (torch thr
 each) on Redis, with PostgreSQL as the job store, submits one job over the API and times it
 until it succeeds: end to end, and the evaluation phase alone (from the first shard sent to
 the report).  Both runs use the same shard size, so they do the same work; the speed-up is
-the 1-worker time over the 2-worker time.  Not part of ``run_all.py`` (it needs Redis and
-PostgreSQL)::
+the 1-worker time over the 2-worker time.  Benchmark 7 of ``run_all.py`` (it needs Redis and
+PostgreSQL, and says so on the page when they are absent)::
 
     .venv/bin/python -m benchmarks.bench_sharded [--timesteps 64] [--shard-size 250]
 """
@@ -143,14 +143,29 @@ def main(argv: list[str] | None = None) -> dict:
         raise RuntimeError("1 and 2 workers gave different reports")
     speedup = one["total_s"] / two["total_s"]
     evaluation_speedup = one["evaluation_s"] / two["evaluation_s"]
-    print(f"mnist-5k, {one['samples']} test images, methods {' '.join(args.methods)}, "
-          f"T = {args.timesteps}, shards of {args.shard_size}, torch threads = 1 per worker")
-    for workers, run in runs.items():
-        print(f"  {workers} worker(s): {run['total_s']:7.1f} s end to end, "
-              f"{run['evaluation_s']:7.1f} s evaluating")
-    print(f"speed-up with 2 workers: {speedup:.2f}x end to end, "
-          f"{evaluation_speedup:.2f}x evaluation phase")
-    return {"runs": runs, "speedup": speedup, "evaluation_speedup": evaluation_speedup}
+    result = {"runs": runs, "speedup": speedup, "evaluation_speedup": evaluation_speedup,
+              "methods": args.methods, "timesteps": args.timesteps,
+              "shard_size": args.shard_size}
+    print(summary(result))
+    return result
+
+
+def summary(result: dict) -> str:
+    """The runs as a markdown table and the measured speed-up."""
+    runs = result["runs"]
+    lines = ["| workers | end to end (s) | evaluation phase (s) |", "|---|---|---|"]
+    lines += [f"| {workers} | {run['total_s']:.1f} | {run['evaluation_s']:.1f} |"
+              for workers, run in runs.items()]
+    return "\n".join([
+        "\n".join(lines), "",
+        f"The whole mnist-5k test split ({runs[1]['samples']} images), methods "
+        f"{', '.join(result['methods'])}, T = {result['timesteps']}, shards of "
+        f"{result['shard_size']} images, 1 torch thread per worker process, one job submitted "
+        "over the REST API to real Celery workers on Redis with PostgreSQL as the job store. "
+        "Both runs give the same report (checked). **2 workers are "
+        f"{result['speedup']:.2f}× as fast end to end, {result['evaluation_speedup']:.2f}× in "
+        "the evaluation phase** (the CQ fine-tune, when a method needs one, and loading run "
+        "once, before the shards)."])
 
 
 if __name__ == "__main__":

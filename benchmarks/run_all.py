@@ -21,6 +21,8 @@ from benchmarks import (  # noqa: E402
     bench_memory,
     bench_methods,
     bench_peers,
+    bench_sharded,
+    bench_speed,
     bench_throughput,
 )
 from benchmarks.bench_common import (  # noqa: E402
@@ -45,6 +47,17 @@ def _image(path: Path, markdown: Path, alt: str) -> str:
     return f"![{alt}]({path.relative_to(markdown.parent).as_posix()})"
 
 
+def _sharded(quick: bool, log) -> str:
+    """The 1- and 2-worker runs of the whole mnist-5k test split, or why they did not run."""
+    if quick:
+        return "Not run in quick mode (it starts Celery workers on Redis and PostgreSQL)."
+    try:
+        return bench_sharded.summary(bench_sharded.main([]))
+    except Exception as error:  # noqa: BLE001 - a missing service must not lose the page
+        log(f"  sharded evaluation not run: {error}")
+        return f"Not run: `{type(error).__name__}: {error}` (it needs Redis and PostgreSQL)."
+
+
 def run(out: Path, quick: bool, workdir: Path, log=print) -> Path:
     """Run all benchmarks; write ``out`` (markdown) and its plots beside it."""
     sizes = Sizes.quick() if quick else Sizes()
@@ -60,7 +73,7 @@ def run(out: Path, quick: bool, workdir: Path, log=print) -> Path:
                           calib_samples=sizes.calib_samples))
     sections = []
 
-    log("1/5 simulation throughput")
+    log("1/7 simulation throughput")
     rows = bench_throughput.run(job, sizes, log)
     plot = bench_throughput.plot(rows, out.parent / f"{prefix}throughput.png")
     sections.append(_section(
@@ -69,29 +82,37 @@ def run(out: Path, quick: bool, workdir: Path, log=print) -> Path:
         bench_throughput.table(rows, sizes.throughput_samples),
         _image(plot, out, "throughput per variant")))
 
-    log("2/5 peak memory against the memory budget")
+    log("2/7 peak memory against the memory budget")
     memory = bench_memory.run(model_path, sizes, log)
     plot = bench_memory.plot(memory, out.parent / f"{prefix}memory.png")
     sections.append(_section("2. Peak memory against `memory_budget_mb`",
                              bench_memory.table(memory, sizes),
                              _image(plot, out, "peak memory and time per budget")))
 
-    log("3/5 per-method cost")
+    log("3/7 per-method cost")
     costs = bench_methods.run(model_path, sizes, log)
     sections.append(_section("3. Where a job's time goes, per method",
                              bench_methods.table(costs, sizes)))
 
-    log("4/5 accuracy against latency")
+    log("4/7 accuracy against latency")
     report = bench_latency.run(model_path, sizes, log)
     plot = bench_latency.plot(report, out.parent / f"{prefix}accuracy.png")
     sections.append(_section("4. Accuracy against latency, and energy (classic methods)",
                              bench_latency.table(report),
                              _image(plot, out, "top-1 against time steps")))
 
-    log("5/5 peer libraries")
+    log("5/7 peer libraries")
     peers = bench_peers.run(job, model_path, sizes, log)
     sections.append(_section("5. Peer comparison: SpikingJelly and sinabs",
                              bench_peers.table(peers, sizes)))
+
+    log("6/7 simulator speed against T × the ANN's forward")
+    speed = bench_speed.run(1 if quick else 5, workdir / "speed", sizes, log)
+    sections.append(_section("6. Simulator speed against T × the ANN's forward",
+                             bench_speed.table(speed)))
+
+    log("7/7 sharded evaluation on 1 and 2 Celery workers")
+    sections.append(_section("7. Sharded evaluation on Celery workers", _sharded(quick, log)))
 
     minutes = (time.perf_counter() - began) / 60
     header = [

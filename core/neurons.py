@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from core.graph.modules import cq_window
+from core.if_kernel import integrate_and_fire, integrate_fire_and_pool
 
 ResetMode = Literal["subtract", "zero"]
 
@@ -88,30 +89,64 @@ class IFNeuron(MultiStep):
         self.initial_fraction = float(initial_fraction)
 
     def forward(self, current: torch.Tensor) -> torch.Tensor:
+        steps, theta, amplitude = self._begin(current)
+        out = integrate_and_fire(steps, self.membrane, self.spike_count, theta, amplitude,
+                                 self.reset_mode == "subtract")
+        return out.view(-1, *out.shape[2:])
+
+    def _begin(self, current: torch.Tensor):
+        """The current as [steps, B, ...], θ and a broadcast to it; state created if new."""
         steps = self._unfold(current)
         first = steps[0]
         theta = per_channel(self.threshold, first)
         if self.membrane is None:
             self.membrane = torch.zeros_like(first) + self.initial_fraction * theta
             self.spike_count = torch.zeros_like(first)
-        # one spike buffer for the whole chunk; each step is three in-place float kernels
-        # (integrate, compare into the buffer, reset) and allocates nothing
-        spikes = torch.empty(steps.shape, dtype=steps.dtype, device=steps.device)
-        membrane, subtract = self.membrane, self.reset_mode == "subtract"
-        for t in range(self.steps):
-            membrane.add_(steps[t])
-            fired = torch.ge(membrane, theta, out=spikes[t])
-            if subtract:
-                membrane.addcmul_(fired, theta, value=-1.0)
-            else:
-                membrane.addcmul_(membrane, fired, value=-1.0)  # u − u·s: exactly 0 if s
-        self.spike_count += spikes.sum(0)
-        out = spikes.mul_(per_channel(self.amplitude, first))
-        return out.view(-1, *out.shape[2:])
+        return steps, theta, per_channel(self.amplitude, first)
 
     def extra_repr(self) -> str:
         return (f"channels={self.threshold.numel()}, reset={self.reset_mode}, "
                 f"initial_fraction={self.initial_fraction}")
+
+
+class FusedIFNeuron(IFNeuron):
+    """An IF neuron with the scalar factors and the k×k average pooling (stride k) that
+    follow it in the graph, as one module:
+
+        y[t] = (1/k²) · Σ_{(i, j) ∈ window} c·o[t]_{i, j}     (without pooling: y[t] = c·o[t])
+
+    with o[t] the IF neuron's output and c the product of the factors, folded into the
+    spike amplitude (``output_amplitude`` = a·c, rounded as the graph's multiplications
+    round it).  The simulator builds it (``core.graph.fusion``) so that the full-resolution
+    spikes never reach memory.  ``amplitude``, state and ``spike_count`` stay those of the
+    neuron it replaces, so its statistics are the same.  With pooling, ``events`` holds
+    after each call, per step, the spikes the pooling received (summed over the batch): its
+    synaptic operations, since each covered input drives one output.
+    """
+
+    state_names = ("membrane", "spike_count", "events")
+    events: torch.Tensor | None
+
+    def __init__(self, neuron: IFNeuron, output_amplitude: torch.Tensor, pool: int | None):
+        super().__init__(neuron.threshold, neuron.amplitude, neuron.reset_mode,
+                         neuron.initial_fraction)
+        self.register_buffer("output_amplitude", output_amplitude.clone())
+        self.pool = pool
+
+    def forward(self, current: torch.Tensor) -> torch.Tensor:
+        steps, theta, _ = self._begin(current)
+        amplitude = per_channel(self.output_amplitude, steps[0])
+        subtract = self.reset_mode == "subtract"
+        if self.pool is None:
+            out = integrate_and_fire(steps, self.membrane, self.spike_count, theta, amplitude,
+                                     subtract)
+        else:
+            out, self.events = integrate_fire_and_pool(
+                steps, self.membrane, self.spike_count, theta, amplitude, subtract, self.pool)
+        return out.view(-1, *out.shape[2:])
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, pool={self.pool}"
 
 
 class ASGNeuron(MultiStep):

@@ -3,7 +3,9 @@
 One run gives, after each step t, top-1/top-5 accuracy and agreement with the reference
 ANN's prediction (argmax of the output current accumulated up to t), cumulative synaptic
 operations, and per-layer statistics at T.  Stateless layers run on a chunk of steps at
-once (time folded into the batch); the chunk length follows the memory budget.
+once (time folded into the batch); the chunk length follows the memory budget (and on a CPU
+the cache, ``chunk_steps``).  IF neurons run fused with the factors and pooling after them
+(``core.graph.fusion``) on a compiled kernel (``core.if_kernel``).
 """
 
 from __future__ import annotations
@@ -17,13 +19,15 @@ import torch
 from torch import fx, nn
 
 from core.energy import analog_layers, device_of, microjoules, synaptic_fanouts
+from core.graph.fusion import fuse_if_outputs
+from core.graph.layout import as_channels_last, channels_last
 from core.graph.spiking import (
     constant_input_is_safe,
     modules_downstream_of,
     nodes_downstream_of,
     terminal_activations,
 )
-from core.neurons import MultiStep, neurons_of, reset_state, set_steps
+from core.neurons import FusedIFNeuron, MultiStep, neurons_of, reset_state, set_steps
 from core.report import LayerStats, MethodResult
 from core.snn import SpikingNetwork
 
@@ -87,6 +91,10 @@ class _SynapticCounter:
         self.fanouts = {k: v.flatten().to(device) for k, v in fanouts.items() if k not in skip}
         self.handles = [network.get_submodule(name).register_forward_pre_hook(self._hook(name))
                         for name in self.fanouts]
+        # a pooling fused into its neuron: the neuron counts the events the pooling received
+        self.handles += [module.register_forward_hook(self._fused_hook(name))
+                         for name, module in network.named_modules()
+                         if isinstance(module, FusedIFNeuron)]
         self.steps = 1
         self.event_scale: dict[str, float] | None = None  # ASG: events = value·scale
         self.recording = True
@@ -110,9 +118,15 @@ class _SynapticCounter:
             if self.event_scale is None:
                 events = self._events(x).view(self.steps, -1, fanout.numel())
             else:
-                events = (x * self.event_scale[name]).view(1, -1, fanout.numel())
+                events = (x * self.event_scale[name]).reshape(1, -1, fanout.numel())
             # per-sample sums stay well inside float32's exact integers; the batch total not
             self.counted.append((name, (events @ fanout).double().sum(1)))
+        return count
+
+    def _fused_hook(self, name: str):
+        def count(module: FusedIFNeuron, args: tuple, output: torch.Tensor) -> None:
+            if self.recording:
+                self.counted.append((name, module.events))
         return count
 
     def take(self, steps: int) -> torch.Tensor:
@@ -155,7 +169,8 @@ def _add_layer_stats(tally: _Tally, neurons: dict[str, MultiStep],
         threshold, amplitude = neuron.threshold, neuron.amplitude
         if name not in tally.layers:
             tally.layers[name] = _LayerTally(kind=neuron.kind, threshold=threshold.detach().cpu())
-        count, activation = neuron.spike_count, activations[name]
+        # in the layout of the ANN activation (contiguous), so the sums add in its order
+        count, activation = neuron.spike_count.contiguous(), activations[name]
         shape = (1, -1) + (1,) * (count.dim() - 2) if amplitude.numel() > 1 else ()
         amplitude = amplitude.to(count.device).view(shape)
         target = torch.clamp(activation / amplitude, 0.0, 1.0)
@@ -214,19 +229,38 @@ def bytes_per_sample_step(reference: fx.GraphModule, sample_shape: tuple[int, ..
     return 4 * 3 * max(total, 1)  # float32; inputs, outputs and neuron state live together
 
 
-def _simulate_if_batch(snn: SpikingNetwork, x, y, reference_prediction, tally, counter,
-                       chunk: int, report: Callable[[int], None]) -> None:
-    network, steps = snn.network, snn.timesteps
+# On a CPU the stateless layers run fastest on chunks of a few hundred rows (steps × batch):
+# beyond that a convolution's working set falls out of the caches.  Measured by
+# `python -m benchmarks.bench_speed --chunk-sweep` (docs/benchmarks.md): cnn-small at batch
+# 100 is 1.3–1.6× faster with 400–800 rows per chunk than with all 3,200 at once.
+CPU_ROWS_PER_CHUNK = 512
+
+
+def chunk_steps(steps: int, batch_size: int, bytes_per_step: int, memory_budget_mb: float,
+                device: torch.device) -> int:
+    """How many time steps one call of the network carries: as many as the memory budget
+    allows, and on a CPU no more than ``CPU_ROWS_PER_CHUNK`` rows."""
+    fit = int(memory_budget_mb * 2**20 // (bytes_per_step * batch_size))
+    if device.type == "cpu":
+        fit = min(fit, CPU_ROWS_PER_CHUNK // batch_size)
+    return max(1, min(steps, fit))
+
+
+def _simulate_if_batch(snn: SpikingNetwork, network: fx.GraphModule, x, y, reference_prediction,
+                       tally, counter, chunk: int, report: Callable[[int], None],
+                       layout: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    steps = snn.timesteps
     reset_state(network)
     snn.encoder.begin(x)
     constant = snn.encoder.analog and constant_input_is_safe(network)
+    x = layout(x)
     accumulated = None
     events = []
     for start in range(0, steps, chunk):
         stop = min(steps, start + chunk)
         set_steps(network, stop - start, batch=len(x) if constant else None)
         counter.steps = stop - start
-        out = network(x if constant else snn.encoder.steps(start, stop))
+        out = network(x if constant else layout(snn.encoder.steps(start, stop)))
         out = out.view(stop - start, x.shape[0], -1)
         running = out.cumsum(0) if accumulated is None else accumulated + out.cumsum(0)
         accumulated = running[-1]
@@ -236,8 +270,9 @@ def _simulate_if_batch(snn: SpikingNetwork, x, y, reference_prediction, tally, c
     tally.sops += torch.cat(events).cpu().cumsum(0).numpy()
 
 
-def _simulate_asg_batch(snn: SpikingNetwork, x, y, reference_prediction, tally, counter,
-                        report: Callable[[int], None]) -> None:
+def _simulate_asg_batch(snn: SpikingNetwork, network: fx.GraphModule, x, y, reference_prediction,
+                        tally, counter, report: Callable[[int], None],
+                        layout: Callable[[torch.Tensor], torch.Tensor]) -> None:
     """Layer after layer: every ASG layer integrates its whole window before it fires.
 
     Readout after t steps of the last window: terminal neurons report their first t steps.
@@ -246,13 +281,13 @@ def _simulate_asg_batch(snn: SpikingNetwork, x, y, reference_prediction, tally, 
     for each t only the terminal neurons and what depends on them run again, on the cached
     values of everything else.
     """
-    network, window = snn.network, snn.timesteps
+    window = snn.timesteps
     neurons = neurons_of(network)
     terminal = terminal_activations(snn.reference) & set(neurons)
     fed_by_terminal = modules_downstream_of(network, terminal)
     varying = nodes_downstream_of(network, terminal)
     snn.encoder.begin(x)
-    mean_input = snn.encoder.window_mean(window)
+    mean_input = layout(snn.encoder.window_mean(window))
     clamp_max = next(iter(neurons.values())).clamp_max
     counter.steps = 1
     counter.event_scale = {name: window / clamp_max for name in counter.fanouts}
@@ -300,6 +335,12 @@ def simulate(snn: SpikingNetwork, x: np.ndarray, y: np.ndarray, *, sample_shape:
     """Run ``snn`` on the evaluation samples and summarise it as a MethodResult."""
     began = time.perf_counter()
     network = snn.network.to(device).eval()
+    layout = _identity
+    if snn.mode == "if":
+        network = fuse_if_outputs(network)
+        # not for ASG: its exactness to the CQ ANN needs the ANN's own convolution arithmetic
+        if device.type == "cpu":
+            network, layout = channels_last(network), as_channels_last
     reference = snn.reference.to(device).eval()
     reset_state(network)
     set_steps(network, 1)  # shape tracing below runs one sample through one step
@@ -310,7 +351,7 @@ def simulate(snn: SpikingNetwork, x: np.ndarray, y: np.ndarray, *, sample_shape:
     tally = _Tally(snn.timesteps)
     neurons = neurons_of(network)
     per_step = bytes_per_sample_step(reference, sample_shape)
-    chunk = int(max(1, min(snn.timesteps, memory_budget_mb * 2**20 // (per_step * batch_size))))
+    chunk = chunk_steps(snn.timesteps, batch_size, per_step, memory_budget_mb, device)
     total = len(x)
     completed: list[float] = []  # accuracy per t over the batches finished so far
     try:
@@ -325,11 +366,11 @@ def simulate(snn: SpikingNetwork, x: np.ndarray, y: np.ndarray, *, sample_shape:
                 report = _BatchProgress(progress, first, len(xb), total, snn.timesteps,
                                         completed)
                 if snn.mode == "asg":
-                    _simulate_asg_batch(snn, xb, yb, reference_prediction, tally, counter,
-                                        report)
+                    _simulate_asg_batch(snn, network, xb, yb, reference_prediction, tally,
+                                        counter, report, layout)
                 else:
-                    _simulate_if_batch(snn, xb, yb, reference_prediction, tally, counter,
-                                       chunk, report)
+                    _simulate_if_batch(snn, network, xb, yb, reference_prediction, tally,
+                                       counter, chunk, report, layout)
                 tally.samples += len(xb)
                 _add_layer_stats(tally, neurons, activations, snn.timesteps)
                 completed = tally.fractions(tally.top1)
@@ -348,6 +389,10 @@ def simulate(snn: SpikingNetwork, x: np.ndarray, y: np.ndarray, *, sample_shape:
         analog_input=snn.encoder.analog,
         seconds=time.perf_counter() - began,
     )
+
+
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x
 
 
 def _network_input_shape(snn: SpikingNetwork, sample_shape: tuple[int, ...]) -> tuple[int, ...]:

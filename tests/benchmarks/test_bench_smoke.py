@@ -11,7 +11,8 @@ from benchmarks import bench_latency
 from benchmarks.run_all import run
 
 SECTIONS = ("## 1. Simulation throughput", "## 2. Peak memory", "## 3. Where a job's time goes",
-            "## 4. Accuracy against latency", "## 5. Peer comparison")
+            "## 4. Accuracy against latency", "## 5. Peer comparison", "## 6. Simulator speed",
+            "## 7. Sharded evaluation")
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +28,18 @@ def test_page_has_every_section_with_a_table(page):
     assert "- machine: " in text and "torch " in text and "- command: `" in text
     positions = [text.index(title) for title in SECTIONS]
     assert positions == sorted(positions)
-    for start, stop in zip(positions, positions[1:] + [len(text)], strict=True):
+    for start, stop in zip(positions[:-1], positions[1:], strict=True):
         assert "|---|" in text[start:stop]
+    assert "Not run in quick mode" in text[positions[-1]:]
+
+
+def test_speed_section_states_each_target_and_profile(page):
+    text = page.read_text()
+    section = text[text.index("## 6. Simulator speed"):text.index("## 7. Sharded")]
+    for case, target in (("robust-norm", "0.8"), ("cq-asg", "1.2"), ("cq-ctt", "1.2")):
+        assert f"- {case}: " in section and f"against ≤ {target}: " in section
+    assert section.count("cProfile of one `simulate`") == 3
+    assert "rows per network call" in section.lower() or "Rows (steps × batch)" in section
 
 
 def test_peer_section_reports_every_configuration_and_cost(page):
