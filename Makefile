@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint bench bench-peers clean
+.PHONY: install demo test test-fast lint bench bench-peers load clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,11 @@ bench-peers: $(BENCH_STAMP)
 
 bench: $(STAMP) $(BENCH_STAMP)
 	$(BIN)/python benchmarks/run_all.py
+
+# 50 users polling while 20 upload and submit jobs, for 60 s, against a real `snnconv serve`;
+# the table goes into docs/reliability.md (not a test: it measures, it does not assert)
+load: $(STAMP)
+	$(BIN)/python -m benchmarks.load
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .bench-deps

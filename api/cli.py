@@ -10,14 +10,24 @@ worker is started by its Celery app's name, as Compose starts it: ``api`` never 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Sequence
 from pathlib import Path
 
 WORKER_STOP_TIMEOUT_S = 15
 WORKER_APP = "worker.celery_app"
+# `serve` restarts its embedded worker when it exits: after 1 s, then longer for a worker
+# that keeps exiting; one that ran WORKER_STABLE_S starts over from the first delay.
+WORKER_RESTART_DELAYS_S = (1.0, 2.0, 5.0, 10.0, 30.0)
+WORKER_STABLE_S = 60.0
+
+log = logging.getLogger(__name__)
 
 
 def _apply_overrides(data_dir: Path | None) -> None:
@@ -66,15 +76,94 @@ def serve(host: str = "127.0.0.1", port: int = 8000, *, with_worker: bool | None
     engine = make_engine(settings.sqlalchemy_url)
     migrate(engine)  # before the worker starts, so its first job finds the tables
     engine.dispose()
-    worker = None
+    supervisor = None
     if settings.embedded if with_worker is None else with_worker:
         _unwind_on_sigterm()
-        worker = subprocess.Popen(worker_command(loglevel=loglevel.upper()))
+        supervisor = WorkerSupervisor(worker_command(loglevel=loglevel.upper())).start()
     try:
-        uvicorn.run(create_app(settings), host=host, port=port, log_level=loglevel)
+        app = create_app(settings)
+        app.state.worker_supervisor = supervisor  # /readyz is 503 while the worker is down
+        uvicorn.run(app, host=host, port=port, log_level=loglevel)
     finally:
-        if worker is not None:
-            _stop(worker)
+        if supervisor is not None:
+            supervisor.stop()
+
+
+class WorkerSupervisor:
+    """Runs ``serve``'s embedded worker and restarts it, with a backoff, whenever it exits.
+
+    :attr:`alive` says whether the worker process runs now (``/readyz`` reads it); a job that
+    worker was running when it died is re-queued by the API's reaper once its heartbeat is
+    stale (the embedded broker never redelivers a fetched message).
+    """
+
+    def __init__(self, command: Sequence[str], delays_s: Sequence[float] = WORKER_RESTART_DELAYS_S,
+                 stable_s: float = WORKER_STABLE_S):
+        self._command, self._delays_s, self._stable_s = list(command), tuple(delays_s), stable_s
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._process: subprocess.Popen | None = None
+        self._thread = threading.Thread(target=self._watch, name="worker-supervisor",
+                                        daemon=True)
+        self.restarts = 0
+        self.last_exit: int | None = None
+        self._restart_at: float | None = None
+
+    def start(self) -> WorkerSupervisor:
+        with self._lock:
+            self._process = subprocess.Popen(self._command)
+        self._thread.start()
+        return self
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
+
+    @property
+    def alive(self) -> bool:
+        process = self._process
+        return process is not None and process.poll() is None
+
+    def describe(self) -> str:
+        """One line for /readyz."""
+        if self.alive:
+            return f"running (pid {self.pid}, {self.restarts} restarts)"
+        when = ("" if self._restart_at is None else
+                f"; restarting in {max(0.0, self._restart_at - time.monotonic()):.0f} s")
+        return f"worker process exited with code {self.last_exit}{when}"
+
+    def _watch(self) -> None:
+        failures = 0
+        while not self._stopping.is_set():
+            process, started = self._process, time.monotonic()
+            code = process.wait()
+            if self._stopping.is_set():
+                return
+            failures = 0 if time.monotonic() - started >= self._stable_s else failures + 1
+            delay = self._delays_s[min(max(failures - 1, 0), len(self._delays_s) - 1)]
+            self.last_exit, self._restart_at = code, time.monotonic() + delay
+            log.warning("the embedded worker exited with code %s; restarting it in %g s",
+                        code, delay)
+            print(f"snnconv serve: the worker exited with code {code}; restarting it in "
+                  f"{delay:g} s", file=sys.stderr, flush=True)
+            if self._stopping.wait(delay):
+                return
+            with self._lock:
+                if self._stopping.is_set():
+                    return
+                self._process = subprocess.Popen(self._command)
+                self.restarts += 1
+                self._restart_at = None
+
+    def stop(self) -> None:
+        """Stop supervising and stop the worker (warm shutdown, then kill)."""
+        with self._lock:
+            self._stopping.set()
+            process = self._process
+        if process is not None:
+            _stop(process)
+        if self._thread.is_alive():
+            self._thread.join(WORKER_STOP_TIMEOUT_S)
 
 
 def _unwind_on_sigterm() -> None:
@@ -123,7 +212,9 @@ _DATA_DIR_HELP = ("uploads, results and the SQLite files (default: $SNNCONV_DATA
 
 
 def add_service_commands(subparsers) -> None:
-    """Add ``serve``, ``worker`` and ``migrate`` to an argparse subparsers object."""
+    """Add ``serve``, ``worker``, ``migrate`` and ``keys`` to an argparse subparsers object."""
+    from api.keys import add_keys_command
+
     serve_parser = subparsers.add_parser(
         "serve", help="run the REST API (and, with no REDIS_URL, an embedded worker)")
     serve_parser.add_argument("--host", default="127.0.0.1",
@@ -152,6 +243,7 @@ def add_service_commands(subparsers) -> None:
     migrate_parser = subparsers.add_parser("migrate", help="create/upgrade the job store schema")
     migrate_parser.add_argument("--data-dir", type=Path, default=None, help=_DATA_DIR_HELP)
     migrate_parser.set_defaults(handler=lambda a: run_migrations(a.data_dir))
+    add_keys_command(subparsers, _DATA_DIR_HELP)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -68,12 +68,34 @@ class Base(DeclarativeBase):
     type_annotation_map = {dict: JSON, list: JSON, datetime: UTCDateTime}
 
 
+class KeyKind(enum.StrEnum):
+    key = "key"  # created by an operator with `snnconv keys create`
+    anonymous = "anonymous"  # one browser's scope in the demo mode (SNNCONV_AUTH=demo)
+
+
+class ApiKeyRecord(Base):
+    """An API key: only the SHA-256 of its secret is stored; models and jobs belong to one."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[KeyKind] = mapped_column(
+        Enum(KeyKind, name="key_kind", native_enum=False, length=16), default=KeyKind.key)
+    prefix: Mapped[str] = mapped_column(String(16), doc="the secret's first characters, shown")
+    secret_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column()
+
+
 class ModelRecord(Base):
     """An uploaded model file that passed pre-flight."""
 
     __tablename__ = "models"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    owner_id: Mapped[str | None] = mapped_column(
+        ForeignKey("api_keys.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(200))
     filename: Mapped[str] = mapped_column(String(200), doc="stored file name in its directory")
     format: Mapped[str] = mapped_column(String(32))
@@ -91,6 +113,8 @@ class JobRecord(Base):
     __tablename__ = "jobs"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    owner_id: Mapped[str | None] = mapped_column(
+        ForeignKey("api_keys.id", ondelete="CASCADE"), index=True)
     model_id: Mapped[str | None] = mapped_column(
         ForeignKey("models.id", ondelete="SET NULL"), index=True
     )
@@ -111,6 +135,8 @@ class JobRecord(Base):
     started_at: Mapped[datetime | None] = mapped_column()
     finished_at: Mapped[datetime | None] = mapped_column()
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(
+        index=True, doc="last sign of life of the worker running it (None while queued)")
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -123,8 +149,11 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for ``url``; SQLite files get their directory and multi-process pragmas."""
+def make_engine(url: str, pool_size: int = 5, max_overflow: int = 10) -> Engine:
+    """An engine for ``url``; SQLite files get their directory and multi-process pragmas.
+
+    The API sizes the pool from its settings: FastAPI runs sync handlers on up to 40
+    threads, and each holds a connection while it queries."""
     if url.startswith("sqlite"):
         database = url.split("///", 1)[-1]
         if database and database != ":memory:":
@@ -132,7 +161,8 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    return create_engine(url, pool_pre_ping=True, pool_size=pool_size,
+                         max_overflow=max_overflow, pool_timeout=10)
 
 
 @lru_cache(maxsize=4)

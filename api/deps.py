@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from typing import Annotated
 
 from celery import Celery
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from sqlalchemy.orm import Session
 
 from api.settings import Settings
@@ -28,3 +28,6 @@ def get_celery(request: Request) -> Celery:
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 SessionDep = Annotated[Session, Depends(get_session)]
 CeleryDep = Annotated[Celery, Depends(get_celery)]
+# Pagination: a page holds at most 500 items; offsets are never negative.
+PageSize = Annotated[int, Query(ge=1, le=500, description="items per page (at most 500)")]
+NonNegative = Annotated[int, Query(ge=0, le=10**9, description="items to skip")]

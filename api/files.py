@@ -21,7 +21,12 @@ from typing import BinaryIO
 from core.errors import ModelRejected, TooLarge
 
 CHUNK_BYTES = 1 << 20
-_SAFE_SUFFIX = re.compile(r"^\.[A-Za-z0-9]{1,16}$")
+# The client's suffixes kept while staging; what is stored is named by the detected format.
+MODEL_SUFFIXES = frozenset({".onnx", ".safetensors", ".pt", ".pth", ".bin", ".ckpt",
+                            ".zip", ".tar", ".tgz", ".gz"})
+FORMAT_SUFFIXES = {"onnx": ".onnx", "safetensors": ".safetensors", "state_dict": ".pt"}
+MAX_NAME_CHARS = 200
+_FOLDERS = re.compile(r"[\\/]")
 MODEL_STEM = "model"
 STAGING_PREFIX = ".staging-"
 _NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
@@ -37,9 +42,40 @@ class StagedUpload:
 
 
 def safe_suffix(filename: str | None) -> str:
-    """The client's file extension when harmless (format detection may use it), else none."""
-    suffix = Path(filename or "").suffix.lower()
-    return suffix if _SAFE_SUFFIX.match(suffix) else ""
+    """The client's file extension when it is a model or archive suffix, else none.
+
+    Only the staged file carries it; the stored file's suffix is its detected format's
+    (:func:`stored_suffix`), so ``evil.sh`` or ``x.onnx\\0.sh`` is never kept as ``model.sh``.
+    """
+    suffix = Path(_FOLDERS.split(filename or "")[-1]).suffix.lower()
+    return suffix if suffix in MODEL_SUFFIXES and "\0" not in (filename or "") else ""
+
+
+def stored_suffix(path: Path) -> str:
+    """The suffix of the format the file's bytes show; the staged suffix only if unknown."""
+    from core.ingest.sniff import sniff_format  # core.ingest imports torch: not at start-up
+
+    try:
+        return FORMAT_SUFFIXES[sniff_format(path)]
+    except ModelRejected:
+        return path.suffix if path.suffix in MODEL_SUFFIXES else ""
+
+
+def clean_name(text: str | None) -> str:
+    """``text`` as a display name: no control or format characters (NUL, newlines, bidi
+    overrides), whitespace runs as one space, at most ``MAX_NAME_CHARS`` characters."""
+    printable = "".join(c if c.isprintable() else " " if c.isspace() else ""
+                        for c in text or "")
+    return " ".join(printable.split())[:MAX_NAME_CHARS].strip()
+
+
+def model_name(given: str | None, filename: str | None, model_id: str) -> str:
+    """The name a model is listed under: the one given, else the uploaded file's own name
+    (without folders), cleaned (:func:`clean_name`); the model's id when nothing is left."""
+    for candidate in (given, _FOLDERS.split(filename or "")[-1]):
+        if name := clean_name(candidate):
+            return name
+    return model_id
 
 
 def upload_too_large(limit_bytes: int) -> TooLarge:
@@ -140,7 +176,7 @@ def private_folder(uploads_dir: Path) -> Iterator[Path]:
 def accept_upload(staged: StagedUpload, model_dir: Path) -> Path:
     """Move an accepted upload into its own directory, atomically; returns the final path."""
     model_dir.mkdir(parents=True, exist_ok=False)
-    final = model_dir / f"{MODEL_STEM}{staged.path.suffix}"
+    final = model_dir / f"{MODEL_STEM}{stored_suffix(staged.path)}"
     os.replace(staged.path, final)
     return final
 

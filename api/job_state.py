@@ -7,9 +7,10 @@ a job fails: it stores the problem document with the job's URL as its ``instance
 
 from __future__ import annotations
 
+from datetime import timedelta
 from enum import Enum
 
-from sqlalchemy import update
+from sqlalchemy import and_, or_, update
 from sqlalchemy.orm import Session
 
 from api.db import FINISHED, JobRecord, JobStatus, utcnow
@@ -26,22 +27,52 @@ class Claim(Enum):
     cancel = "cancel"  # redelivered after cancel was requested
 
 
-def _transition(session: Session, job_id: str, allowed: set[JobStatus], **values) -> bool:
+def _transition(session: Session, job_id: str, allowed: set[JobStatus], *,
+                attempt: int | None = None, **values) -> bool:
+    """One conditional UPDATE; ``attempt`` (when given) fences it to the worker running that
+    attempt, so a worker the reaper gave up on cannot overwrite a re-queued job or its
+    successor's attempt."""
+    fence = () if attempt is None else (JobRecord.attempts == attempt,
+                                        JobRecord.status == JobStatus.running)
     result = session.execute(
         update(JobRecord)
-        .where(JobRecord.id == job_id, JobRecord.status.in_(allowed))
+        .where(JobRecord.id == job_id, JobRecord.status.in_(allowed), *fence)
         .values(updated_at=utcnow(), **values)
     )
     session.commit()
     return result.rowcount == 1
 
 
-def claim(session: Session, job_id: str, max_attempts: int) -> Claim:
-    """Mark the job running and count the attempt; says whether to run it."""
-    claimed = _transition(
-        session, job_id, {JobStatus.queued, JobStatus.running},
-        status=JobStatus.running, attempts=JobRecord.attempts + 1, started_at=utcnow(),
-    )
+def stale_before(cutoff):
+    """The running job's worker gave no sign of life since ``cutoff`` (its heartbeat, or its
+    start when it never wrote one)."""
+    return or_(JobRecord.heartbeat_at < cutoff,
+               and_(JobRecord.heartbeat_at.is_(None), JobRecord.started_at < cutoff))
+
+
+def claim(session: Session, job_id: str, max_attempts: int,
+          stale_after_s: float | None = None) -> Claim:
+    """Mark the job running and count the attempt; says whether to run it.
+
+    A queued job is claimed; so is a running one (a redelivered message) unless
+    ``stale_after_s`` is given and its heartbeat is fresher than that: then another worker is
+    still running it and this delivery is skipped (the reaper re-queues it if that worker dies).
+    """
+    now = utcnow()
+    values = dict(status=JobStatus.running, attempts=JobRecord.attempts + 1, started_at=now,
+                  heartbeat_at=now)
+    if stale_after_s is None:
+        claimed = _transition(session, job_id, {JobStatus.queued, JobStatus.running}, **values)
+    else:
+        result = session.execute(
+            update(JobRecord)
+            .where(JobRecord.id == job_id,
+                   or_(JobRecord.status == JobStatus.queued,
+                       and_(JobRecord.status == JobStatus.running,
+                            stale_before(now - timedelta(seconds=stale_after_s)))))
+            .values(updated_at=now, **values))
+        session.commit()
+        claimed = result.rowcount == 1
     if not claimed:
         return Claim.skip
     job = session.get(JobRecord, job_id, populate_existing=True)
@@ -53,10 +84,11 @@ def claim(session: Session, job_id: str, max_attempts: int) -> Claim:
 
 
 def record_progress(session: Session, job_id: str, *, stage: str, progress: float,
-                    message: str, partial_top1: dict[str, list[float]]) -> bool:
+                    message: str, partial_top1: dict[str, list[float]],
+                    attempt: int | None = None) -> bool:
     """Mirror a progress event; returns True when the user asked to cancel the job."""
-    _transition(session, job_id, {JobStatus.running}, stage=stage, progress=progress,
-                message=message[:500], partial_top1=partial_top1)
+    _transition(session, job_id, {JobStatus.running}, attempt=attempt, stage=stage,
+                progress=progress, message=message[:500], partial_top1=partial_top1)
     job = session.get(JobRecord, job_id, populate_existing=True)
     return job is None or job.cancel_requested
 
@@ -78,23 +110,25 @@ def record_shard_progress(session: Session, job_id: str, *, progress: float, mes
     return job is None or job.cancel_requested
 
 
-def succeed(session: Session, job_id: str, final_top1: dict[str, list[float]]) -> bool:
+def succeed(session: Session, job_id: str, final_top1: dict[str, list[float]],
+            attempt: int | None = None) -> bool:
     """Mark the job done; its accuracy per t becomes the report's complete curves."""
-    return _transition(session, job_id, {JobStatus.running}, status=JobStatus.succeeded,
+    return _transition(session, job_id, {JobStatus.running}, attempt=attempt,
+                       status=JobStatus.succeeded,
                        progress=1.0, finished_at=utcnow(), message="done",
                        partial_top1=final_top1)
 
 
-def fail(session: Session, job_id: str, problem: Problem) -> bool:
+def fail(session: Session, job_id: str, problem: Problem, attempt: int | None = None) -> bool:
     """Mark the job failed with ``problem``, whose ``instance`` becomes the job's URL."""
     problem = problem.model_copy(update={"instance": job_url(job_id)})
-    return _transition(session, job_id, {JobStatus.queued, JobStatus.running},
+    return _transition(session, job_id, {JobStatus.queued, JobStatus.running}, attempt=attempt,
                        status=JobStatus.failed, error=problem.model_dump(exclude_none=True),
                        finished_at=utcnow(), message=problem.detail[:500])
 
 
-def mark_cancelled(session: Session, job_id: str) -> bool:
-    return _transition(session, job_id, {JobStatus.queued, JobStatus.running},
+def mark_cancelled(session: Session, job_id: str, attempt: int | None = None) -> bool:
+    return _transition(session, job_id, {JobStatus.queued, JobStatus.running}, attempt=attempt,
                        status=JobStatus.cancelled, finished_at=utcnow(), message="cancelled")
 
 

@@ -10,27 +10,29 @@ from pathlib import Path
 from sqlalchemy.orm import Session
 
 from api import files
-from api.db import JobRecord, ModelRecord
+from api.db import ApiKeyRecord, JobRecord, ModelRecord
 from api.problems import ProblemError
 from api.settings import Settings
 from core.datasets import DatasetStatus, catalog
 from core.errors import DatasetUnavailable
 
 
-def _get_or_404(session: Session, record: type, key: str, kind: str, listing: str):
+def _get_or_404(session: Session, record: type, key: str, owner: ApiKeyRecord, kind: str,
+                listing: str):
     found = session.get(record, key)
-    if found is None:
+    # another key's model or job is answered exactly like one that does not exist
+    if found is None or found.owner_id != owner.id:
         raise ProblemError(404, f"{kind}-not-found", f"{kind.capitalize()} not found",
                            f"no {kind} with id {key!r}; list them with GET {listing}")
     return found
 
 
-def get_model_or_404(session: Session, model_id: str) -> ModelRecord:
-    return _get_or_404(session, ModelRecord, model_id, "model", "/v1/models")
+def get_model_or_404(session: Session, model_id: str, owner: ApiKeyRecord) -> ModelRecord:
+    return _get_or_404(session, ModelRecord, model_id, owner, "model", "/v1/models")
 
 
-def get_job_or_404(session: Session, job_id: str) -> JobRecord:
-    return _get_or_404(session, JobRecord, job_id, "job", "/v1/jobs")
+def get_job_or_404(session: Session, job_id: str, owner: ApiKeyRecord) -> JobRecord:
+    return _get_or_404(session, JobRecord, job_id, owner, "job", "/v1/jobs")
 
 
 def model_file(uploads_dir: Path, model: ModelRecord) -> Path:

@@ -10,7 +10,9 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 
+from api.auth import RateLimiter
 from api.db import make_engine, migrate, session_factory
+from api.limits import install_request_limits
 from api.problems import install_problem_handlers
 from api.queue import create_celery
 from api.routes import datasets, health, jobs, models
@@ -28,14 +30,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     # Any torch.load in this process (an upload's pre-flight) refuses pickled code, as in a worker.
     os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
-    engine = make_engine(settings.sqlalchemy_url)
+    engine = make_engine(settings.sqlalchemy_url, settings.db_pool_size, settings.db_max_overflow)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.uploads_dir.mkdir(parents=True, exist_ok=True)
         settings.results_dir.mkdir(parents=True, exist_ok=True)
         migrate(engine)
+        from api.reaper import start_reaper, stop_reaper
+
+        reaper = start_reaper(app)  # re-queues jobs whose worker stopped beating
         yield
+        await stop_reaper(reaper)
         engine.dispose()
 
     app = FastAPI(
@@ -49,6 +55,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = engine
     app.state.sessions = session_factory(engine)
     app.state.celery = create_celery(settings)
+    app.state.rate_limiter = RateLimiter()
+    install_request_limits(app, settings)  # before CORS, which must stay outermost
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                            allow_methods=["*"], allow_headers=["*"],

@@ -44,9 +44,11 @@ class Problem(BaseModel):
 class ProblemError(Exception):
     """Raised by handlers for problems that are about HTTP (not found, conflict, ...)."""
 
-    def __init__(self, status: int, code: str, title: str, detail: str):
+    def __init__(self, status: int, code: str, title: str, detail: str,
+                 headers: dict[str, str] | None = None):
         super().__init__(detail)
         self.status, self.code, self.title, self.detail = status, code, title, detail
+        self.headers = headers  # e.g. WWW-Authenticate on a 401, Retry-After on a 429
 
 
 def problem_type(code: str) -> str:
@@ -102,7 +104,7 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(ProblemError)
     async def _problem(request: Request, exc: ProblemError) -> JSONResponse:
         return problem_response(make_problem(exc.status, exc.code, exc.title, exc.detail,
-                                             request.url.path))
+                                             request.url.path), headers=exc.headers)
 
     @app.exception_handler(SnnconvError)
     async def _core(request: Request, exc: SnnconvError) -> JSONResponse:

@@ -44,7 +44,8 @@ class ModelPublic(BaseModel):
 class _ModelReference(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    model_id: str = Field(min_length=1, max_length=64, description="id from POST /v1/models")
+    model_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$",
+                          description="id from POST /v1/models")
 
 
 def _job_option_fields() -> dict:
@@ -80,7 +81,9 @@ class JobAccepted(BaseModel):
     status: JobStatus
 
 
-class JobPublic(BaseModel):
+class JobSummary(BaseModel):
+    """A job in a list: its state, without its options and partial results."""
+
     model_config = ConfigDict(from_attributes=True)
 
     id: str
@@ -90,6 +93,11 @@ class JobPublic(BaseModel):
         description="queued | load | calibrate | finetune | convert | simulate | report")
     progress: float = Field(ge=0, le=1)
     message: str | None
+    created_at: datetime
+    finished_at: datetime | None
+
+
+class JobPublic(JobSummary):
     options: dict = Field(description="the JobSpec options the job runs with")
     partial_top1: dict[str, list[float]] = Field(
         description="method -> accuracy per t computed so far (element t-1 after t steps)"
@@ -97,9 +105,7 @@ class JobPublic(BaseModel):
     error: Problem | None = Field(description="problem detail when the job failed")
     attempts: int
     cancel_requested: bool
-    created_at: datetime
     started_at: datetime | None
-    finished_at: datetime | None
     updated_at: datetime
 
 

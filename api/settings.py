@@ -52,20 +52,64 @@ class Settings(BaseSettings):
     )
     queue: str = Field("gpu", min_length=1, description="Celery queue the jobs are sent to")
     max_upload_mb: int = Field(256, ge=1, le=16_384)
+    max_json_body_kb: int = Field(64, ge=1, le=65_536, description="other request bodies, KiB")
     max_attempts: int = Field(3, ge=1, le=20, description="deliveries of one job before it fails")
     soft_time_limit_s: int = Field(3300, ge=1, description="the task is asked to stop")
     hard_time_limit_s: int = Field(3600, ge=1, description="the task's process is killed")
     visibility_timeout_s: int = Field(
         7200, ge=1, description="Redis redelivers an unacknowledged job after this long"
     )
+    heartbeat_interval_s: float = Field(
+        10, gt=0, le=3600, description="a running job's worker writes heartbeat_at this often"
+    )
+    heartbeat_timeout_s: float = Field(
+        60, gt=0, description="a running job whose heartbeat is older than this is re-queued "
+        "(or failed once max_attempts is reached) by the reaper"
+    )
+    reaper_interval_s: float = Field(
+        15, ge=0, description="the API looks for jobs with a stale heartbeat this often; 0: never"
+    )
+    state_write_retry_s: float = Field(
+        120, ge=0, description="how long a worker retries a job's final state write (and its "
+        "claim) while the database is unreachable"
+    )
     progress_interval_s: float = Field(
         0.25, ge=0, le=60, description="least time between two progress writes of one job"
     )
     cors_origins: list[str] = Field(default_factory=list)
+    auth: Literal["keys", "demo"] = Field(
+        "keys", description="keys: every /v1 request needs an API key (snnconv keys create); "
+        "demo: a request without a key gets its browser's own anonymous scope (a cookie) with "
+        "the demo_* quotas — for the hosted demo, never the default")
+    quota_models: int = Field(50, ge=1, description="stored models per key")
+    quota_storage_mb: int = Field(2048, ge=1, description="bytes of stored models per key")
+    quota_active_jobs: int = Field(4, ge=1, description="queued + running jobs per key")
+    rate_writes_per_minute: int = Field(60, ge=1, description="POST/DELETE per key")
+    rate_reads_per_minute: int = Field(3000, ge=1, description="GET per key")
+    demo_quota_models: int = Field(3, ge=1)
+    demo_quota_storage_mb: int = Field(64, ge=1)
+    demo_quota_active_jobs: int = Field(1, ge=1)
+    demo_rate_writes_per_minute: int = Field(10, ge=1)
+    demo_rate_reads_per_minute: int = Field(600, ge=1)
+    db_pool_size: int = Field(20, ge=1, le=500, description="database connections kept open")
+    db_max_overflow: int = Field(20, ge=0, le=500, description="extra connections under load")
     worker_concurrency: int = Field(1, ge=1, le=64, description="jobs at once per worker")
     eval_shard_size: int = Field(
         0, ge=0, description="evaluate a job whose evaluation set has more samples than this "
         "in shards of this many (rounded up to whole batches) across workers; 0: never"
+    )
+    preflight_cpu_seconds: int = Field(
+        30, ge=1, le=3600, description="CPU time one upload's pre-flight may use (in a child "
+        "process, start-up excluded); over it the upload is refused (preflight-cpu-limit)"
+    )
+    preflight_memory_mb: int = Field(
+        3072, ge=1536, le=262_144, description="virtual memory of the pre-flight child "
+        "process: it starts at about 0.7 GiB and a model needs about 7x its file size more; "
+        "raise it with max_upload_mb.  Over it the upload is refused (preflight-memory-limit)"
+    )
+    preflight_timeout_s: float = Field(
+        120, gt=0, le=3600, description="wall-clock time one upload's pre-flight may take "
+        "before its child process is killed (preflight-timeout)"
     )
 
     @field_validator("database_url")
@@ -88,6 +132,10 @@ class Settings(BaseSettings):
                 "need soft_time_limit_s < hard_time_limit_s < visibility_timeout_s, got "
                 f"{self.soft_time_limit_s}, {self.hard_time_limit_s}, {self.visibility_timeout_s}"
             )
+        if not self.heartbeat_interval_s < self.heartbeat_timeout_s:
+            raise ValueError(
+                "need heartbeat_interval_s < heartbeat_timeout_s, got "
+                f"{self.heartbeat_interval_s}, {self.heartbeat_timeout_s}")
         if self.environment == "production":
             if "*" in self.cors_origins:
                 raise ValueError("SNNCONV_CORS_ORIGINS='[\"*\"]' is refused in production")

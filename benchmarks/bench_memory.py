@@ -17,6 +17,8 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import torch
+
 from benchmarks.bench_common import (
     ARCH,
     DATASET,
@@ -28,7 +30,7 @@ from benchmarks.bench_common import (
     simulate_again,
 )
 from benchmarks.common import markdown_table
-from core.simulate import bytes_per_sample_step
+from core.simulate import bytes_per_sample_step, chunk_steps
 from core.spec import JobSpec
 
 REPO = Path(__file__).resolve().parent.parent
@@ -78,7 +80,7 @@ def measure_in_this_process(model_path: Path, budget_mb: float, steps: int, samp
                    calib_samples=calib_samples, device="cpu")
     job = prepare(spec)
     per_step = bytes_per_sample_step(job.ctx.ann, job.dataset.input_shape)
-    chunk = int(max(1, min(steps, budget_mb * 2**20 // (per_step * BATCH))))
+    chunk = chunk_steps(steps, BATCH, per_step, budget_mb, torch.device("cpu"))
     # warm-up on two images: lazy imports and allocator pools are not the budget's doing
     convert_and_simulate(job.with_spec(timesteps=2, eval_samples=2), METHOD, budget_mb)
     deltas, times, how = [], [], "VmHWM reset"

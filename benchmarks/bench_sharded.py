@@ -75,6 +75,7 @@ def run_once(workers: int, args, model: Path, base: Path) -> dict:
     """Time one job on ``workers`` workers; returns its timings and top-1 curves."""
     from fastapi.testclient import TestClient
 
+    from api.keys import create_key
     from api.main import create_app
     from api.settings import Settings
 
@@ -90,6 +91,8 @@ def run_once(workers: int, args, model: Path, base: Path) -> dict:
                OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
                PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])))
     with TestClient(create_app(settings)) as client:
+        with client.app.state.sessions() as session:
+            client.headers["Authorization"] = f"Bearer {create_key(session, 'bench')[1]}"
         processes, logs = _start_workers(workers, env, data_dir, settings.queue)
         try:
             uploaded = client.post("/v1/models", data={"arch": "cnn-small"},

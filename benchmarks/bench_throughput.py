@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from benchmarks.bench_common import (
     PreparedJob,
     Sizes,
@@ -22,7 +24,7 @@ from benchmarks.bench_common import (
 )
 from benchmarks.common import markdown_table
 from core.encoders import DirectEncoder, InputEncoder, RateEncoder
-from core.simulate import bytes_per_sample_step
+from core.simulate import bytes_per_sample_step, chunk_steps
 
 DEFAULT_BUDGET_MB = 1024.0
 ONE_STEP_BUDGET_MB = 1e-3  # below one step of one batch: the chunk length floors at 1
@@ -63,9 +65,10 @@ class ThroughputRow:
 
 
 def chunk_length(job: PreparedJob, steps: int, budget_mb: float) -> int:
-    """The chunk length core.simulate derives from the budget (same formula)."""
+    """The chunk length core.simulate uses for this budget on the CPU."""
     per_step = bytes_per_sample_step(job.ctx.ann, job.dataset.input_shape)
-    return int(max(1, min(steps, budget_mb * 2**20 // (per_step * job.ctx.spec.batch_size))))
+    return chunk_steps(steps, job.ctx.spec.batch_size, per_step, budget_mb,
+                       torch.device("cpu"))
 
 
 def run(job: PreparedJob, sizes: Sizes, log=print) -> list[ThroughputRow]:

@@ -202,6 +202,15 @@ def run(spec: JobSpec, progress: ProgressCallback = ignore_progress,
                    seconds=time.perf_counter() - began)
 
 
+def report_spec(spec: JobSpec) -> dict:
+    """The spec as a report shows it: no server paths, only the model file's and the data
+    directory's own names (a report is handed to users; where the files lie is not theirs)."""
+    shown = spec.model_dump(mode="json")
+    shown["model_path"] = spec.model_path.name
+    shown["data_dir"] = None if spec.data_dir is None else spec.data_dir.name
+    return shown
+
+
 def _report(job: PreparedJob, ann_result: AnnResult, results: list, artifacts: list[str],
             energy: dict, seconds: float | None = None) -> Report:
     """The report of a prepared job: what it ran on and the results of its methods."""
@@ -209,7 +218,7 @@ def _report(job: PreparedJob, ann_result: AnnResult, results: list, artifacts: l
     extra = {} if seconds is None else {"seconds": seconds}
     return Report(
         snnconv_version=__version__, created_at=datetime.now(UTC),
-        spec=ctx.spec.model_dump(mode="json"),
+        spec=report_spec(ctx.spec),
         dataset=DatasetInfo(name=dataset.name, eval_samples=len(job.evaluation.y),
                             calib_samples=len(ctx.calib_x),
                             input_shape=list(dataset.input_shape),
@@ -300,7 +309,9 @@ def share_networks(spec: JobSpec, out_dir: Path, shard_size: int,
     artifacts = export_cq_model(ctx, out_dir)
     skeleton = _report(job, ann_result, [], artifacts, energy_model(False))
     bounds = shards.shard_bounds(len(evaluation.y), shard_size, spec.batch_size)
-    plan = {"report": skeleton.model_dump(mode="json"), "networks": names,
+    # the full spec (with its paths) for the shards; the report's spec names files only
+    plan = {"report": skeleton.model_dump(mode="json"), "spec": spec.model_dump(mode="json"),
+            "networks": names,
             "bounds": bounds, "began": began}
     atomic_write_bytes(directory / PLAN_FILE, json.dumps(plan).encode())
     return ShardPlan(directory=directory, samples=len(evaluation.y), bounds=bounds)
@@ -318,7 +329,7 @@ def evaluate_shard(directory: Path, index: int, device: str | None = None):
     """Simulate slice ``index`` of the plan in ``directory`` with every stored network and
     store its ``core.shards.ShardResult`` beside them (also returned)."""
     plan = _read_plan(directory)
-    spec = JobSpec.model_validate(plan["report"]["spec"])
+    spec = JobSpec.model_validate(plan.get("spec") or plan["report"]["spec"])  # older plans
     start, stop = plan["bounds"][index]
     dataset = load_dataset(spec.dataset, spec.data_dir)
     evaluation = take(dataset.test, spec.eval_samples)

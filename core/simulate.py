@@ -94,7 +94,7 @@ class _SynapticCounter:
         # a pooling fused into its neuron: the neuron counts the events the pooling received
         self.handles += [module.register_forward_hook(self._fused_hook(name))
                          for name, module in network.named_modules()
-                         if isinstance(module, FusedIFNeuron)]
+                         if isinstance(module, FusedIFNeuron) and module.pool is not None]
         self.steps = 1
         self.event_scale: dict[str, float] | None = None  # ASG: events = value·scale
         self.recording = True

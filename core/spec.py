@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Annotated, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # The method names, stated here only; core.methods.CONVERTERS has one converter for each
 # (tests/core/test_methods.py checks that).
@@ -20,6 +20,37 @@ METHODS: tuple[MethodName, ...] = get_args(MethodName)
 IF_METHODS: tuple[PaperMethod, ...] = ("cq-if", "cq-ctt")
 
 
+# Every field is strict and bounded: a bool is not an int, "3" is not a number, floats are
+# finite, strings are short, printable and free of NUL (which PostgreSQL's JSON refuses).
+MAX_SEED = 2**32 - 1
+MAX_NAME_CHARS = 200
+MAX_PATH_CHARS = 4096
+MAX_CHANNELS = 4096
+MAX_SAMPLES = 100_000_000
+
+
+def _control_characters(text: str) -> bool:
+    return any(ord(c) < 32 or 127 <= ord(c) < 160 for c in text)
+
+
+def _printable(text: str | None) -> str | None:
+    if text is not None and _control_characters(text):
+        raise ValueError("must not contain control characters (NUL, newline, tab, ...)")
+    return text
+
+
+def _plain_path(path: Path | None) -> Path | None:
+    if path is not None:
+        if "\0" in str(path):
+            raise ValueError("must not contain NUL characters")
+        if len(str(path)) > MAX_PATH_CHARS:
+            raise ValueError(f"must be at most {MAX_PATH_CHARS} characters")
+    return path
+
+
+FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+
+
 def tuned_model_files(method: str) -> tuple[str, str]:
     """The files (ONNX, safetensors) of the CQ network spike-aware fine-tuning gave ``method``."""
     return f"{method}-model.onnx", f"{method}-model.safetensors"
@@ -31,47 +62,54 @@ class CQOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     levels: int | None = Field(
-        None, ge=1, le=4096, description="L, quantisation levels per unit; default T/m"
-    )
+        None, ge=1, le=4096, strict=True,
+        description="L, quantisation levels per unit; default T/m")
     clamp_max: float | None = Field(
-        None, gt=0, le=64, description="m = T/L, the clamp maximum; default 0.25 at T=1, else 0.8"
-    )
+        None, gt=0, le=64, strict=True, allow_inf_nan=False,
+        description="m = T/L, the clamp maximum; default 0.25 at T=1, else 0.8")
     encoding: Literal["direct", "vr", "vr-ice"] | None = Field(
-        None, description="input coding; None: the coding a CQ-trained upload was trained with "
-                          "(direct unless VR/ICE is found at its input), else vr")
-    ice_grids: int = Field(3, ge=1, le=7, description="ICE grids around L: L-k..L+k (odd count)")
-    ice_copies: int = Field(1, ge=1, le=4, description="how often the ICE grids are repeated")
+        None,
+        description="input coding; None: the coding a CQ-trained upload was trained with "
+                    "(direct unless VR/ICE is found at its input), else vr")
+    ice_grids: int = Field(3, ge=1, le=7, strict=True,
+                           description="ICE grids around L: L-k..L+k (odd count)")
+    ice_copies: int = Field(1, ge=1, le=4, strict=True,
+                            description="how often the ICE grids are repeated")
     finetune_epochs: int | None = Field(
-        None, ge=0, le=500,
+        None, ge=0, le=500, strict=True,
         description="None: 0 for an upload that is already CQ-trained, else 2; 0 needs a "
                     "CQ-trained upload")
-    learning_rate: float = Field(1e-3, gt=0, le=10)
+    learning_rate: float = Field(1e-3, gt=0, le=10, strict=True, allow_inf_nan=False)
     surrogate_margin: float | None = Field(
-        None, ge=0, le=16,
+        None, ge=0, le=16, strict=True, allow_inf_nan=False,
         description="straight-through window [-k/L, m + k/L] in levels k; 0 is the paper's "
                     "[0, m]; None: 1 at T = 1, else 0 (see docs/methods.md)")
-    optimizer: Literal["adam", "sgd", "adadelta"] = "adam"
-    lr_decay: float = Field(0.7, gt=0, le=1, description="learning rate factor per epoch")
-    augment: bool = False
+    optimizer: Literal["adam", "sgd", "adadelta"] = Field("adam")
+    lr_decay: float = Field(0.7, gt=0, le=1, strict=True, allow_inf_nan=False,
+                            description="learning rate factor per epoch")
+    augment: bool = Field(False, strict=True)
     keep_batchnorm: bool | None = Field(
-        None, description="fine-tune with BatchNorm unfolded; None: only at T = 1 (see docs)")
+        None, strict=True,
+        description="fine-tune with BatchNorm unfolded; None: only at T = 1 (see docs)")
     fit_scale: bool = Field(
-        True, description="before fine-tuning, rescale each ReLU layer (function unchanged) "
-                          "so its 99.9th-percentile activation sits at m (see docs/methods.md)")
+        True, strict=True,
+        description="before fine-tuning, rescale each ReLU layer (function unchanged) "
+                    "so its 99.9th-percentile activation sits at m (see docs/methods.md)")
     initial_membrane: float = Field(
-        0.0, ge=0, lt=1,
+        0.0, ge=0, lt=1, strict=True, allow_inf_nan=False,
         description="cq-if/cq-ctt: the IF neurons' u(0) as a fraction of θ; 0 is the paper's, "
                     "0.5 the half-threshold start (Bu et al., QCFS)")
     spike_finetune_epochs: int = Field(
-        0, ge=0, le=500,
+        0, ge=0, le=500, strict=True,
         description="cq-if/cq-ctt: epochs of spike-aware fine-tuning through the IF network "
                     "before conversion (tandem learning; see docs/methods.md); 0 is the paper's "
                     "recipe")
     spike_learning_rate: float | None = Field(
-        None, gt=0, le=10, description="learning rate of spike-aware fine-tuning; None: "
-                                       "learning_rate")
-    ctt_eta: float = Field(0.01, gt=0, le=10, description="CTT step size eta")
-    ctt_batches: int = Field(20, ge=1, le=100_000)
+        None, gt=0, le=10, strict=True, allow_inf_nan=False,
+        description="learning rate of spike-aware fine-tuning; None: learning_rate")
+    ctt_eta: float = Field(0.01, gt=0, le=10, strict=True, allow_inf_nan=False,
+                           description="CTT step size eta")
+    ctt_batches: int = Field(20, ge=1, le=100_000, strict=True)
 
 
 class JobSpec(BaseModel):
@@ -79,28 +117,41 @@ class JobSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model_path: Path = Field(description="model file: .onnx, .safetensors or a state_dict")
-    arch: str | None = Field(None, description="zoo architecture for safetensors/state_dict")
-    dataset: str = "mnist-5k"
-    data_dir: Path | None = None
-    methods: list[MethodName] = Field(default_factory=lambda: ["robust-norm"], min_length=1)
+    model_path: Annotated[Path, AfterValidator(_plain_path)] = Field(
+        description="model file: .onnx, .safetensors or a state_dict")
+    arch: Annotated[str | None, AfterValidator(_printable)] = Field(
+        None, min_length=1, max_length=64, strict=True,
+        description="zoo architecture for safetensors/state_dict")
+    dataset: Annotated[str, AfterValidator(_printable)] = Field(
+        "mnist-5k", min_length=1, max_length=MAX_NAME_CHARS, strict=True,
+        description="dataset name, e.g. mnist-5k, digits, imagefolder:<name>")
+    data_dir: Annotated[Path | None, AfterValidator(_plain_path)] = None
+    methods: list[MethodName] = Field(default_factory=lambda: ["robust-norm"], min_length=1,
+                                      max_length=len(METHODS), strict=True)
     timesteps: int | None = Field(
-        None, ge=1, le=4096,
+        None, ge=1, le=4096, strict=True,
         description="T_max: one run reports every t <= T; None: m·L of a CQ-trained upload, "
                     "else 32")
-    batch_size: int = Field(100, ge=1, le=4096)
-    calib_samples: int = Field(1000, ge=1)
-    eval_samples: int | None = Field(None, ge=1, description="None: the whole test split")
-    seed: int = Field(0, ge=0)
-    device: Literal["cpu", "cuda", "auto"] = "auto"
+    batch_size: int = Field(100, ge=1, le=4096, strict=True)
+    calib_samples: int = Field(1000, ge=1, le=MAX_SAMPLES, strict=True)
+    eval_samples: int | None = Field(None, ge=1, le=MAX_SAMPLES, strict=True,
+                                     description="None: the whole test split")
+    seed: int = Field(0, ge=0, le=MAX_SEED, strict=True,
+                      description=f"random seed, 0..{MAX_SEED} (2**32 - 1)")
+    device: Literal["cpu", "cuda", "auto"] = Field("auto")
     input_encoding: Literal["direct", "rate", "poisson"] = Field(
         "direct", description="input coding of the classic methods"
     )
-    reset: Literal["subtract", "zero"] = "subtract"
-    percentile: float = Field(99.9, gt=0, le=100, description="robust-norm percentile")
-    mean: list[float] | None = Field(None, description="per-channel input mean")
-    std: list[float] | None = Field(None, description="per-channel input std")
-    memory_budget_mb: int = Field(1024, ge=16, le=1_000_000)
+    reset: Literal["subtract", "zero"] = Field("subtract")
+    percentile: float = Field(99.9, gt=0, le=100, strict=True, allow_inf_nan=False,
+                              description="robust-norm percentile")
+    mean: list[FiniteFloat] | None = Field(
+        None, min_length=1, max_length=MAX_CHANNELS, strict=True,
+        description=f"per-channel input mean (at most {MAX_CHANNELS} finite numbers)")
+    std: list[FiniteFloat] | None = Field(
+        None, min_length=1, max_length=MAX_CHANNELS, strict=True,
+        description=f"per-channel input std (at most {MAX_CHANNELS} positive numbers)")
+    memory_budget_mb: int = Field(1024, ge=16, le=1_000_000, strict=True)
     cq: CQOptions = Field(default_factory=CQOptions)
 
     @field_validator("methods")

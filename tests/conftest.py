@@ -89,13 +89,29 @@ def settings(tmp_path):
 
 @pytest.fixture
 def client(settings):
-    """A TestClient of the app for ``settings`` (start-up, so migrations, included)."""
+    """A TestClient of the app for ``settings`` (start-up, so migrations, included) that
+    sends an API key of its own (``new_key`` makes more)."""
     from fastapi.testclient import TestClient
 
     from api.main import create_app
 
     with TestClient(create_app(settings)) as test_client:
+        test_client.headers["Authorization"] = f"Bearer {new_api_key(test_client.app)}"
         yield test_client
+
+
+def new_api_key(app, name: str = "test") -> str:
+    """A fresh API key's secret in the app's job store."""
+    from api.keys import create_key
+
+    with app.state.sessions() as session:
+        return create_key(session, name)[1]
+
+
+@pytest.fixture
+def new_key(client):
+    """Make another API key of the client's app: ``new_key("name")`` → its secret."""
+    return lambda name="other": new_api_key(client.app, name)
 
 
 def _assert_problem(response, status: int, code: str) -> dict:

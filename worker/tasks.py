@@ -7,6 +7,13 @@ to ``evaluate_shard`` tasks, a Celery group whose chord callback ``merge_shards`
 (``pipeline.merge_shards_into``) and finishes the job.  A failing shard is retried alone;
 one that still fails fails the job.
 
+While a job runs, a :class:`Heartbeat` thread writes its ``heartbeat_at`` every
+``Settings.heartbeat_interval_s``; the API's reaper (``api.reaper``) re-queues a running job
+whose heartbeat went stale.  Every write of a running job is fenced by the attempt this worker
+claimed, so a worker the reaper gave up on (while it was in fact still alive) cannot overwrite
+its successor: its heartbeat finds the row taken, and it stops at its next progress event.
+A job's claim and final state write are retried while the database is unreachable.
+
 CUDA (through torch) is imported only inside the task, in the pool's child process, so the
 prefork parent never initialises a device it would then fork.
 """
@@ -15,15 +22,19 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from celery import Task, chord, group
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy import update
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
 
 from api import files, job_state
-from api.db import JobRecord, JobStatus, ModelRecord, engine_for, session_factory
+from api.db import JobRecord, JobStatus, ModelRecord, engine_for, session_factory, utcnow
 from api.lookups import model_file
 from api.problems import Problem, make_problem, problem_from_error
 from api.queue import TASK_NAME
@@ -46,6 +57,91 @@ MERGE_TASK = "snnconv.merge_shards"
 SHARD_MAX_RETRIES = 2  # a failing shard runs at most 1 + this many times
 SHARD_RETRY_DELAY_S = 1
 SHARD_STAGE = "simulate"  # the stage a failed shard fails its job in
+DB_ERRORS = (OperationalError, InterfaceError)  # the database is unreachable (for now)
+RETRY_FIRST_DELAY_S = 0.5
+RETRY_MAX_DELAY_S = 10.0
+
+
+class JobLost(Exception):
+    """The job is no longer this worker's: the reaper re-queued it (its heartbeat was stale)
+    and another attempt claimed it, or it was finished elsewhere."""
+
+
+def write_state(sessions: sessionmaker, write: Callable[[Session], object], retry_s: float,
+                what: str):
+    """``write(session)`` in a fresh session, retried with backoff for up to ``retry_s`` while
+    the database is unreachable (then the error is raised)."""
+    deadline = time.monotonic() + retry_s
+    delay = RETRY_FIRST_DELAY_S
+    while True:
+        try:
+            with sessions() as session:
+                return write(session)
+        except DB_ERRORS as error:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise
+            log.warning("%s: database unreachable (%s); retrying in %.1f s", what,
+                        type(error).__name__, min(delay, left))
+            time.sleep(min(delay, left))
+            delay = min(delay * 2, RETRY_MAX_DELAY_S)
+
+
+class Heartbeat:
+    """A thread that writes ``heartbeat_at = now`` on a running job every ``interval_s``.
+
+    A write the database refuses is retried sooner (backoff from 0.5 s up to the interval);
+    a write that finds the job no longer running (or, with ``attempt``, claimed by a later
+    attempt) sets :attr:`lost` and ends the thread.  A thread of its own, so a long torch
+    operation (which releases the GIL) does not stop it.  Use as a context manager.
+    """
+
+    def __init__(self, sessions: sessionmaker, job_id: str, interval_s: float,
+                 attempt: int | None = None):
+        self._sessions, self._job_id, self._interval_s = sessions, job_id, interval_s
+        self._attempt = attempt
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"heartbeat-{job_id}",
+                                        daemon=True)
+        self.lost = False
+        self.beats = 0
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self._interval_s + 5)
+
+    def beat(self) -> bool:
+        """One heartbeat write; False when the job is no longer this worker's."""
+        fence = () if self._attempt is None else (JobRecord.attempts == self._attempt,)
+        with self._sessions() as session:
+            result = session.execute(
+                update(JobRecord)
+                .where(JobRecord.id == self._job_id, JobRecord.status == JobStatus.running,
+                       *fence)
+                .values(heartbeat_at=utcnow(), updated_at=JobRecord.updated_at))
+            session.commit()
+        self.beats += 1
+        return result.rowcount == 1
+
+    def _loop(self) -> None:
+        delay, failures = self._interval_s, 0
+        while not self._stop.wait(delay):
+            try:
+                if not self.beat():
+                    self.lost = True
+                    log.warning("job %s is no longer this worker's (re-queued or finished); "
+                                "its heartbeat stops", self._job_id)
+                    return
+                delay, failures = self._interval_s, 0
+            except Exception as error:  # noqa: BLE001 - keep beating whatever went wrong
+                failures += 1
+                delay = min(self._interval_s, RETRY_FIRST_DELAY_S * 2 ** (failures - 1))
+                log.warning("job %s: heartbeat not written (%s); retrying in %.1f s",
+                            self._job_id, type(error).__name__, delay)
 
 
 class JobProgress:
@@ -55,23 +151,33 @@ class JobProgress:
     not turn into a database benchmark; a stage change is always written.
     """
 
-    def __init__(self, sessions: sessionmaker, job_id: str, interval_s: float):
+    def __init__(self, sessions: sessionmaker, job_id: str, interval_s: float,
+                 attempt: int | None = None, lost: Callable[[], bool] = lambda: False):
         self._sessions, self._job_id, self._interval_s = sessions, job_id, interval_s
+        self._attempt, self._lost = attempt, lost
         self._partial: dict[str, list[float]] = {}
         self._stage: str | None = None
         self._last_write = float("-inf")
 
     def __call__(self, event: ProgressEvent) -> None:
+        if self._lost():
+            raise JobLost(f"job {self._job_id} was re-queued while this worker ran it")
         if event.method is not None and event.partial_top1 is not None:
             self._partial[event.method] = list(event.partial_top1)
         now = time.monotonic()
         if event.stage == self._stage and now - self._last_write < self._interval_s:
             return
         self._stage, self._last_write = event.stage, now
-        with self._sessions() as session:
-            cancel = job_state.record_progress(
-                session, self._job_id, stage=event.stage, progress=event.progress,
-                message=event.message, partial_top1=dict(self._partial))
+        try:
+            with self._sessions() as session:
+                cancel = job_state.record_progress(
+                    session, self._job_id, stage=event.stage, progress=event.progress,
+                    message=event.message, partial_top1=dict(self._partial),
+                    attempt=self._attempt)
+        except DB_ERRORS as error:  # progress is best effort: the job goes on without it
+            log.warning("job %s: progress not written (%s)", self._job_id, type(error).__name__)
+            self._last_write = float("-inf")
+            return
         if cancel:
             raise JobCancelled(f"job {self._job_id} was cancelled by the user")
 
@@ -111,16 +217,23 @@ def _sessions(settings: Settings) -> sessionmaker:
     return session_factory(engine_for(settings.sqlalchemy_url))
 
 
-def _succeed(sessions: sessionmaker, job_id: str, report) -> None:
-    """Mark the job succeeded with each method's accuracy per time step."""
-    with sessions() as session:
-        job_state.succeed(session, job_id, {m.method: m.top1 for m in report.methods})
+def _succeed(sessions: sessionmaker, job_id: str, report, settings: Settings | None = None,
+             attempt: int | None = None) -> bool:
+    """Mark the job succeeded with each method's accuracy per time step (retried while the
+    database is unreachable); False when the job was no longer this worker's."""
+    top1 = {m.method: m.top1 for m in report.methods}
+    retry_s = (settings or get_settings()).state_write_retry_s
+    return write_state(sessions, lambda s: job_state.succeed(s, job_id, top1, attempt=attempt),
+                       retry_s, f"job {job_id}: marking it succeeded")
 
 
 def execute_job(job_id: str, settings: Settings, sessions: sessionmaker) -> str:
     """Claim, run and finish one job; returns the final status. Never raises for job errors."""
+    decision = write_state(
+        sessions, lambda s: job_state.claim(s, job_id, settings.max_attempts,
+                                            settings.heartbeat_timeout_s),
+        settings.state_write_retry_s, f"job {job_id}: claiming it")
     with sessions() as session:
-        decision = job_state.claim(session, job_id, settings.max_attempts)
         if decision is job_state.Claim.skip:
             return "skipped"
         if decision is job_state.Claim.cancel:
@@ -139,7 +252,25 @@ def execute_job(job_id: str, settings: Settings, sessions: sessionmaker) -> str:
 
 
 def _run(job: JobRecord, settings: Settings, sessions: sessionmaker) -> str:
-    progress = JobProgress(sessions, job.id, settings.progress_interval_s)
+    """Run the claimed attempt with its heartbeat beating; its writes are fenced by it."""
+    attempt = job.attempts
+    with Heartbeat(sessions, job.id, settings.heartbeat_interval_s, attempt) as heartbeat:
+        progress = JobProgress(sessions, job.id, settings.progress_interval_s, attempt=attempt,
+                               lost=lambda: heartbeat.lost)
+        outcome = _run_attempt(job, settings, sessions, progress, attempt)
+    if outcome == "lost":
+        log.warning("job %s: attempt %d was superseded (re-queued while it ran); its outcome "
+                    "is dropped", job.id, attempt)
+    return outcome
+
+
+def _run_attempt(job: JobRecord, settings: Settings, sessions: sessionmaker,
+                 progress: JobProgress, attempt: int) -> str:
+    def finish(write: Callable[[Session], bool], outcome: str) -> str:
+        done = write_state(sessions, write, settings.state_write_retry_s,
+                           f"job {job.id}: marking it {outcome}")
+        return outcome if done else "lost"
+
     try:
         from core import pipeline  # imports torch: only ever inside the task
 
@@ -150,10 +281,11 @@ def _run(job: JobRecord, settings: Settings, sessions: sessionmaker) -> str:
                                                                      settings, progress):
             return "sharded"  # merge_shards finishes the job
         report = pipeline.run_into(spec, out_dir, progress)
+    except JobLost:
+        return "lost"
     except JobCancelled:
-        with sessions() as session:
-            job_state.mark_cancelled(session, job.id)
-        return "cancelled"
+        return finish(lambda s: job_state.mark_cancelled(s, job.id, attempt=attempt),
+                      "cancelled")
     except SnnconvError as error:
         problem = problem_from_error(error, stage=progress.stage)
     except SoftTimeLimitExceeded:
@@ -166,11 +298,10 @@ def _run(job: JobRecord, settings: Settings, sessions: sessionmaker) -> str:
         log.exception("job %s failed during %s", job.id, progress.stage)
         problem = unexpected_problem(error, progress.stage)
     else:
-        _succeed(sessions, job.id, report)
-        return "succeeded"
-    with sessions() as session:
-        job_state.fail(session, job.id, problem)
-    return "failed"
+        done = _succeed(sessions, job.id, report, settings, attempt)
+        return "succeeded" if done else "lost"
+    problem = without_server_paths(problem, settings)
+    return finish(lambda s: job_state.fail(s, job.id, problem, attempt=attempt), "failed")
 
 
 class JobTask(Task):
@@ -261,7 +392,8 @@ def run_shard(job_id: str, index: int, total: int, settings: Settings,
     from core import pipeline, shards
 
     directory = _shared_dir(settings, job_id)
-    shard = pipeline.evaluate_shard(directory, index)
+    with Heartbeat(sessions, job_id, settings.heartbeat_interval_s):
+        shard = pipeline.evaluate_shard(directory, index)
     rank = shards.claim_rank(directory, total)
     with sessions() as session:
         cancel = job_state.record_shard_progress(
@@ -289,14 +421,25 @@ def finish_shards(results: list[dict], job_id: str, settings: Settings,
             job_state.record_progress(session, job_id, stage="report", progress=0.95,
                                       message=f"merging {len(results)} shards",
                                       partial_top1=job.partial_top1 or {})
-        report = pipeline.merge_shards_into(files.job_dir(settings.results_dir, job_id))
+        with Heartbeat(sessions, job_id, settings.heartbeat_interval_s):
+            report = pipeline.merge_shards_into(files.job_dir(settings.results_dir, job_id))
     except Exception as error:  # noqa: BLE001 - recorded on the job
         log.exception("job %s failed while merging its shards", job_id)
         with sessions() as session:
             job_state.fail(session, job_id, unexpected_problem(error, "report"))
         return "failed"
-    _succeed(sessions, job_id, report)
+    _succeed(sessions, job_id, report, settings)
     return "succeeded"
+
+
+def without_server_paths(problem: Problem, settings: Settings) -> Problem:
+    """The problem with the server's data and dataset directories cut out of its detail
+    (a message may name a file the job read; the user sees its name, not where it lives)."""
+    detail = problem.detail
+    for directory in filter(None, (settings.data_dir, settings.datasets_dir)):
+        for spelling in {str(directory.resolve()), str(directory)}:
+            detail = detail.replace(spelling.rstrip("/") + "/", "")
+    return problem.model_copy(update={"detail": detail})
 
 
 def shard_problem(exc: BaseException, index: int, total: int) -> Problem:

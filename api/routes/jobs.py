@@ -7,21 +7,32 @@ from fastapi.responses import FileResponse
 from sqlalchemy import func, select
 
 from api import files, job_state
+from api.auth import OwnerDep, require_job_room
 from api.db import JobRecord, JobStatus
-from api.deps import CeleryDep, SessionDep, SettingsDep
+from api.deps import CeleryDep, NonNegative, PageSize, SessionDep, SettingsDep
 from api.lookups import get_job_or_404, get_model_or_404, model_file, require_dataset
 from api.problems import Problem, ProblemError, make_problem
 from api.queue import TASK_NAME
-from api.schemas import JobAccepted, JobCreate, JobPublic, ListPublic, build_spec, job_options
+from api.schemas import (
+    JobAccepted,
+    JobCreate,
+    JobPublic,
+    JobSummary,
+    ListPublic,
+    build_spec,
+    job_options,
+)
 from api.urls import JOBS_PREFIX, job_url
 from core.spec import IF_METHODS, tuned_model_files
 
 router = APIRouter(prefix=JOBS_PREFIX, tags=["jobs"])
 
 PROBLEM_RESPONSES = {
+    401: {"model": Problem, "description": "no valid API key"},
     404: {"model": Problem, "description": "no such job (or model)"},
     409: {"model": Problem, "description": "the job is not in a state that allows this"},
     422: {"model": Problem, "description": "invalid options, dataset or model"},
+    429: {"model": Problem, "description": "rate limit or the key's quota of unfinished jobs"},
     503: {"model": Problem, "description": "the broker could not be reached"},
 }
 # URL suffix → (file in the job's results directory, media type, operation name, summary)
@@ -50,15 +61,17 @@ REPORT_FILES = {
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobAccepted,
              responses=PROBLEM_RESPONSES)
 def create_job(job_in: JobCreate, response: Response, session: SessionDep,
-               settings: SettingsDep, celery: CeleryDep) -> dict:
+               settings: SettingsDep, celery: CeleryDep, owner: OwnerDep) -> dict:
     """Queue a conversion/evaluation job; poll the URL in the Location header."""
-    model = get_model_or_404(session, job_in.model_id)
+    model = get_model_or_404(session, job_in.model_id, owner)
+    require_job_room(session, owner, settings)
     require_dataset(job_in.dataset, settings)
     options = job_options(job_in)
     # Fail now, not in the worker, when the options are inconsistent (e.g. mean without std).
     build_spec(options, model_file(settings.uploads_dir, model), model.arch,
                settings.datasets_dir)
-    job = JobRecord(model_id=model.id, options=options, status=JobStatus.queued, stage="queued")
+    job = JobRecord(owner_id=owner.id, model_id=model.id, options=options,
+                    status=JobStatus.queued, stage="queued")
     session.add(job)
     session.commit()
     try:
@@ -72,42 +85,42 @@ def create_job(job_in: JobCreate, response: Response, session: SessionDep,
     return {"id": job.id, "status": job.status}
 
 
-@router.get("", response_model=ListPublic[JobPublic])
-def list_jobs(session: SessionDep, status: JobStatus | None = None, offset: int = 0,
-              limit: int = 50) -> dict:
-    """Jobs, newest first, optionally only those with ``status``."""
-    limit = max(1, min(limit, 500))
-    query = select(JobRecord)
+@router.get("", response_model=ListPublic[JobSummary])
+def list_jobs(session: SessionDep, owner: OwnerDep, status: JobStatus | None = None,
+              offset: NonNegative = 0, limit: PageSize = 50) -> dict:
+    """This key's jobs, newest first, optionally only those with ``status``; each without
+    its options and partial results (GET /v1/jobs/{id} has them)."""
+    query = select(JobRecord).where(JobRecord.owner_id == owner.id)
     if status is not None:
         query = query.where(JobRecord.status == status)
     count = session.scalar(select(func.count()).select_from(query.subquery()))
     rows = session.scalars(
-        query.order_by(JobRecord.created_at.desc()).offset(max(0, offset)).limit(limit)).all()
+        query.order_by(JobRecord.created_at.desc()).offset(offset).limit(limit)).all()
     return {"data": rows, "count": count}
 
 
 @router.get("/{job_id}", response_model=JobPublic, responses=PROBLEM_RESPONSES)
-def get_job(job_id: str, session: SessionDep) -> JobRecord:
+def get_job(job_id: str, session: SessionDep, owner: OwnerDep) -> JobRecord:
     """Status, stage, progress, accuracy per t so far, and the error when it failed."""
-    return get_job_or_404(session, job_id)
+    return get_job_or_404(session, job_id, owner)
 
 
 @router.post("/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED,
              response_model=JobPublic, responses=PROBLEM_RESPONSES)
-def cancel_job(job_id: str, session: SessionDep) -> JobRecord:
+def cancel_job(job_id: str, session: SessionDep, owner: OwnerDep) -> JobRecord:
     """Cancel: a queued job at once, a running one at its next batch or time-step chunk."""
-    job = get_job_or_404(session, job_id)
+    job = get_job_or_404(session, job_id, owner)
     if job_state.is_finished(job.status):
         raise ProblemError(409, "job-finished", "Job already finished",
                            f"the job is {job.status.value}; nothing to cancel")
     job_state.request_cancel(session, job_id)
     session.expire_all()
-    return get_job_or_404(session, job_id)
+    return get_job_or_404(session, job_id, owner)
 
 
-def _report_file(session, settings, job_id: str, filename: str,
+def _report_file(session, settings, owner, job_id: str, filename: str,
                  media_type: str) -> FileResponse:
-    job = get_job_or_404(session, job_id)
+    job = get_job_or_404(session, job_id, owner)
     if job.status is not JobStatus.succeeded:
         raise ProblemError(409, "report-not-ready", "Report not ready",
                            f"the job is {job.status.value}; reports exist once it succeeded")
@@ -123,8 +136,9 @@ def _report_file(session, settings, job_id: str, filename: str,
 
 
 def _file_endpoint(filename: str, media_type: str, summary: str):
-    def endpoint(job_id: str, session: SessionDep, settings: SettingsDep) -> Response:
-        return _report_file(session, settings, job_id, filename, media_type)
+    def endpoint(job_id: str, session: SessionDep, settings: SettingsDep,
+                 owner: OwnerDep) -> Response:
+        return _report_file(session, settings, owner, job_id, filename, media_type)
 
     endpoint.__doc__ = summary
     return endpoint

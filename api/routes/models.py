@@ -9,8 +9,9 @@ from fastapi import APIRouter, File, Form, Request, Response, UploadFile, status
 from sqlalchemy import func, select
 
 from api import files, uploads
+from api.auth import OwnerDep, require_model_room
 from api.db import JobRecord, JobStatus, ModelRecord, new_id
-from api.deps import SessionDep, SettingsDep
+from api.deps import NonNegative, PageSize, SessionDep, SettingsDep
 from api.lookups import get_model_or_404
 from api.problems import Problem, ProblemError
 from api.schemas import ListPublic, ModelPublic
@@ -21,8 +22,10 @@ router = APIRouter(prefix="/models", tags=["models"])
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
 PROBLEM_RESPONSES = {
     404: {"model": Problem, "description": "no model with this id"},
-    409: {"model": Problem, "description": "the model is used by unfinished jobs"},
+    401: {"model": Problem, "description": "no valid API key"},
+    409: {"model": Problem, "description": "in use, or the key's model/storage quota is reached"},
     413: {"model": Problem, "description": "the upload exceeds SNNCONV_MAX_UPLOAD_MB"},
+    429: {"model": Problem, "description": "rate limit: retry after Retry-After seconds"},
     422: {"model": Problem, "description": "the file was rejected by pre-flight"},
 }
 
@@ -39,6 +42,7 @@ async def upload(
     request: Request,
     session: SessionDep,
     settings: SettingsDep,
+    owner: OwnerDep,
     file: Annotated[list[UploadFile], File(description=(
         ".onnx, .safetensors or a state_dict file; or an .onnx with its external data files "
         "(several 'file' parts, or one zip/tar of them)"))],
@@ -49,17 +53,23 @@ async def upload(
 
     An ONNX model with external data is stored as one self-contained ``model.onnx``.
     """
-    from core import pipeline  # torch is imported on first upload, not at start-up
+    from core import sandbox  # pre-flight runs in a child process; torch stays out of the API
 
     _refuse_oversized_request(request, settings.max_upload_bytes)
+    require_model_room(session, owner, settings)
     with files.private_folder(settings.uploads_dir) as folder:
         prepared = await uploads.prepare_model(file, folder, settings.max_upload_bytes)
         staged = prepared.staged
-        report = await asyncio.to_thread(pipeline.inspect, staged.path, arch or None)
+        require_model_room(session, owner, settings, staged.size_bytes)
+        limits = sandbox.Limits(settings.preflight_cpu_seconds, settings.preflight_memory_mb,
+                                settings.preflight_timeout_s)
+        report = await asyncio.to_thread(sandbox.inspect_untrusted, staged.path, arch or None,
+                                         limits)
         model_id = new_id()
         final = files.accept_upload(staged, files.model_dir(settings.uploads_dir, model_id))
     record = ModelRecord(
-        id=model_id, name=name or prepared.filename or model_id, filename=final.name,
+        id=model_id, owner_id=owner.id, name=files.model_name(name, prepared.filename, model_id),
+        filename=final.name,
         format=report.format, arch=arch or None, input_shape=list(report.input_shape),
         preflight=report.model_dump(mode="json"), size_bytes=staged.size_bytes,
         sha256=staged.sha256)
@@ -73,27 +83,29 @@ async def upload(
 
 
 @router.get("", response_model=ListPublic[ModelPublic])
-def list_models(session: SessionDep, offset: int = 0, limit: int = 50) -> dict:
-    """Uploaded models, newest first."""
-    limit = max(1, min(limit, 500))
+def list_models(session: SessionDep, owner: OwnerDep, offset: NonNegative = 0,
+                limit: PageSize = 50) -> dict:
+    """This key's uploaded models, newest first."""
+    mine = ModelRecord.owner_id == owner.id
     rows = session.scalars(
-        select(ModelRecord).order_by(ModelRecord.created_at.desc()).offset(max(0, offset))
+        select(ModelRecord).where(mine).order_by(ModelRecord.created_at.desc()).offset(offset)
         .limit(limit)).all()
-    count = session.scalar(select(func.count()).select_from(ModelRecord))
+    count = session.scalar(select(func.count()).select_from(ModelRecord).where(mine))
     return {"data": rows, "count": count}
 
 
 @router.get("/{model_id}", response_model=ModelPublic, responses=PROBLEM_RESPONSES)
-def get_model(model_id: str, session: SessionDep) -> ModelRecord:
+def get_model(model_id: str, session: SessionDep, owner: OwnerDep) -> ModelRecord:
     """One uploaded model with its pre-flight report."""
-    return get_model_or_404(session, model_id)
+    return get_model_or_404(session, model_id, owner)
 
 
 @router.delete("/{model_id}", status_code=status.HTTP_204_NO_CONTENT,
                responses=PROBLEM_RESPONSES)
-def delete_model(model_id: str, session: SessionDep, settings: SettingsDep) -> Response:
+def delete_model(model_id: str, session: SessionDep, settings: SettingsDep,
+                 owner: OwnerDep) -> Response:
     """Delete a model and its file; refused while queued or running jobs use it."""
-    model = get_model_or_404(session, model_id)
+    model = get_model_or_404(session, model_id, owner)
     busy = session.scalar(select(func.count()).select_from(JobRecord).where(
         JobRecord.model_id == model_id,
         JobRecord.status.in_([JobStatus.queued, JobStatus.running])))

@@ -6,13 +6,14 @@ import math
 from collections import Counter
 from collections.abc import Callable
 
+import numpy as np
 import onnx
 import torch
 from onnx import GraphProto, NodeProto
 from torch import fx
 
 from core.ingest.fx_builder import GraphBuilder, sanitise, shape_of
-from core.ingest.limits import require_within_cap
+from core.ingest.limits import require_activation_within, require_folding_within
 from core.ingest.onnx_values import BATCH, NodeUnsupported, Value, require_constant
 
 Handler = Callable[["ImportContext", NodeProto, list[Value | None]], Value]
@@ -20,11 +21,12 @@ Handler = Callable[["ImportContext", NodeProto, list[Value | None]], Value]
 
 class ImportContext:
     """Per-import state shared by operator handlers: the graph builder, use counts and the
-    memory cap that bounds constant folding."""
+    memory cap that bounds constant folding (each folded constant, and all of them together)."""
 
     def __init__(self, graph: GraphProto, max_bytes: int) -> None:
         self.builder = GraphBuilder()
         self.max_bytes = max_bytes
+        self.folded_bytes = 0
         self._uses = Counter(name for node in graph.node for name in node.input if name)
         self._uses.update(output.name for output in graph.output)
 
@@ -84,9 +86,34 @@ class ImportContext:
         """Refuse, before allocating it, a folded constant that would exceed the memory cap.
 
         A file of a few bytes can ask for a huge tensor (``ConstantOfShape([1 << 40])``), so
-        the size is checked against the same cap as the tensors the file declares.
+        the size is checked against the same cap as the tensors the file declares, alone and
+        together with every constant folded before it.
         """
         if any(int(d) < 0 for d in shape):
             raise NodeUnsupported(f"constant folding to the negative shape {tuple(shape)}")
-        require_within_cap(itemsize * math.prod(int(d) for d in shape), self.max_bytes,
-                           f"constant folding of {node.op_type} ({node.name or 'unnamed'})")
+        size = itemsize * math.prod(int(d) for d in shape)
+        require_folding_within(size, self.max_bytes, _folding_of(node))
+        require_folding_within(self.folded_bytes + size, self.max_bytes, _after_earlier(node))
+
+    def account(self, node: NodeProto, result: object) -> None:
+        """Check what ``node`` produced: a runtime tensor's per-sample size, and the bytes
+        of every constant folded so far (each op's output is checked before it is
+        allocated; this bounds a chain of ops that are each under the cap)."""
+        if isinstance(result, fx.Node):
+            require_activation_within(shape_of(result)[1:], _label(node))
+        elif (isinstance(result, np.ndarray) and result.dtype != object
+              and result.flags.owndata and node.op_type != "Constant"):
+            self.folded_bytes += result.nbytes
+            require_folding_within(self.folded_bytes, self.max_bytes, _after_earlier(node))
+
+
+def _label(node: NodeProto) -> str:
+    return f"{node.op_type} ({node.name or 'unnamed'})"
+
+
+def _folding_of(node: NodeProto) -> str:
+    return f"constant folding of {_label(node)}"
+
+
+def _after_earlier(node: NodeProto) -> str:
+    return f"{_folding_of(node)}, with the constants folded before it,"

@@ -103,7 +103,9 @@ def _min_max(bound: str) -> Handler:
         runtime = [i for i, v in enumerate(inputs) if is_runtime(v)]
         if not runtime:
             fold = np.maximum if bound == "min" else np.minimum
-            return fold(*(require_constant(v, "operand") for v in inputs))
+            arrays = [require_constant(v, "operand") for v in inputs]
+            ctx.check_folded_size(node, np.broadcast_shapes(*(a.shape for a in arrays)))
+            return fold(*arrays)
         if len(runtime) == 2:
             raise NodeUnsupported(f"{node.op_type} of two computed tensors is not supported")
         index = runtime[0]

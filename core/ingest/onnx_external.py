@@ -30,6 +30,7 @@ READ_CHUNK_BYTES = 1 << 20
 _READ_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
 _DIGITS = re.compile(r"^[0-9]{1,20}$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_MAX_NAME_BYTES = 255  # what a file system allows for one name
 # Keys the ONNX spec defines; ``basepath`` is written by the onnx package and ignored here.
 _IGNORED_KEYS = ("checksum", "basepath")
 FIX_HINT = (
@@ -78,6 +79,8 @@ def plain_name_problem(name: str) -> str | None:
         return "is not a file name"
     if _CONTROL.search(name):
         return "contains control characters"
+    if len(name.encode("utf-8", "surrogatepass")) > _MAX_NAME_BYTES:
+        return f"is longer than {_MAX_NAME_BYTES} bytes"
     if PurePosixPath(name).is_absolute() or PureWindowsPath(name).is_absolute():
         return "is an absolute path"
     if "/" in name or "\\" in name or PureWindowsPath(name).drive:

@@ -1,14 +1,15 @@
 """Parse an ONNX file as plain protobuf data and refuse what we will not import.
 
 External tensor data is read only from plain files beside the .onnx file (see
-``onnx_external``).  Refused: operators or functions from non-standard domains, opsets outside
-13–21, tensors declaring more than the memory cap, and graphs that fail ONNX's own structural
-checker.
+``onnx_external``).  Refused: graphs of more than ``MAX_GRAPH_NODES`` nodes, operators or
+functions from non-standard domains, opsets outside 13–21, tensors declaring more than the
+memory cap, and graphs that fail ONNX's own structural checker.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from itertools import islice
 from pathlib import Path
 
 import onnx
@@ -16,7 +17,13 @@ from google.protobuf.message import DecodeError
 from onnx import GraphProto, ModelProto
 
 from core.errors import ModelRejected
-from core.ingest.limits import DEFAULT_MAX_BYTES, require_file_within_cap, require_within_cap
+from core.ingest.limits import (
+    DEFAULT_MAX_BYTES,
+    MAX_GRAPH_NODES,
+    require_file_within_cap,
+    require_node_count_within,
+    require_within_cap,
+)
 from core.ingest.onnx_external import internalise_external_data
 from core.ingest.onnx_tensors import declared_nbytes, stored_tensors
 
@@ -37,6 +44,9 @@ def read_onnx(path: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> ModelProto:
             f"the ONNX file could not be parsed; it is truncated or corrupt ({err})",
             code="truncated",
         ) from None
+    # Counted first: every later step (checker, import, canonicalisation) is per node.
+    require_node_count_within(sum(1 for _ in islice(_all_nodes(model.graph),
+                                                    MAX_GRAPH_NODES + 1)))
     _refuse_custom_domains(model)
     _require_supported_opset(model)
     internalise_external_data(stored_tensors(model.graph), path.parent, max_bytes)

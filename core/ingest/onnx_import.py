@@ -115,7 +115,9 @@ def _run_handler(context: ImportContext, node: NodeProto, inputs: list[Value | N
     except (ValueError, KeyError, IndexError, TypeError, RuntimeError) as err:
         # Malformed attributes or shapes that do not fit: blame the node, never crash.
         raise NodeUnsupported(f"cannot be imported ({type(err).__name__}: {err})") from None
-    return result if is_runtime(result) else np.asarray(result)
+    result = result if is_runtime(result) else np.asarray(result)
+    context.account(node, result)
+    return result
 
 
 def _single_input(model: ModelProto, values: dict[str, Value]) -> ValueInfoProto:

@@ -135,10 +135,27 @@ def per_feature(constant: np.ndarray, features: int) -> np.ndarray:
     raise NodeUnsupported(f"bias of shape {constant.shape} does not broadcast per feature")
 
 
+def _matmul_shape(left: tuple[int, ...], right: tuple[int, ...]) -> tuple[int, ...]:
+    """The shape of ``np.matmul`` of constants of these shapes, computed without allocating."""
+    if not left or not right:
+        raise NodeUnsupported("MatMul of a scalar")
+    a = (1, *left) if len(left) == 1 else left
+    b = (*right, 1) if len(right) == 1 else right
+    if a[-1] != b[-2]:
+        raise NodeUnsupported(f"MatMul of shapes {left} and {right}")
+    shape = (*np.broadcast_shapes(a[:-2], b[:-2]), a[-2], b[-1])
+    if len(left) == 1:
+        shape = shape[:-2] + shape[-1:]
+    if len(right) == 1:
+        shape = shape[:-1]
+    return shape
+
+
 def _matmul(ctx: ImportContext, node: NodeProto, inputs: list[Value | None]) -> Value:
     a, b = inputs[0], inputs[1]
     if not is_runtime(a) and not is_runtime(b):
         left, right = require_constant(a, "MatMul A"), require_constant(b, "MatMul B")
+        ctx.check_folded_size(node, _matmul_shape(left.shape, right.shape))
         return np.matmul(left, right)
     x = _runtime_input(a)
     weight = require_constant(b, "the MatMul weight (second input)")

@@ -100,13 +100,25 @@ def _squeeze(ctx: ImportContext, node: NodeProto, inputs: list[Value | None]) ->
 def _concat(ctx: ImportContext, node: NodeProto, inputs: list[Value | None]) -> Value:
     axis = int(ctx.attrs(node)["axis"])
     if not any(is_runtime(v) for v in inputs):
-        return np.concatenate([np.asarray(v) for v in inputs], axis=axis)
+        arrays = [np.asarray(v) for v in inputs]
+        ctx.check_folded_size(node, _concat_shape(arrays, axis), max(a.itemsize for a in arrays))
+        return np.concatenate(arrays, axis=axis)
     if not all(is_runtime(v) for v in inputs):
         raise NodeUnsupported("Concat of computed tensors with constants is not supported")
     axis = normalise_axis(axis, len(shape_of(inputs[0])))  # type: ignore[arg-type]
     if axis == 0:
         raise NodeUnsupported("Concat along the batch dimension is not supported")
     return ctx.builder.call_function(ctx.name(node), torch.cat, list(inputs), dim=axis)
+
+
+def _concat_shape(arrays: list[np.ndarray], axis: int) -> tuple[int, ...]:
+    """The shape ``np.concatenate(arrays, axis)`` would have, computed without allocating."""
+    rank = arrays[0].ndim
+    if rank == 0 or any(a.ndim != rank for a in arrays):
+        raise NodeUnsupported("Concat of constants of different ranks")
+    axis = normalise_axis(axis, rank)
+    return (*arrays[0].shape[:axis], sum(a.shape[axis] for a in arrays),
+            *arrays[0].shape[axis + 1:])
 
 
 def _pad(ctx: ImportContext, node: NodeProto, inputs: list[Value | None]) -> Value:
@@ -171,16 +183,16 @@ def _gather(ctx: ImportContext, node: NodeProto, inputs: list[Value | None]) -> 
 
 def _cast(ctx: ImportContext, node: NodeProto, inputs: list[Value | None]) -> Value:
     dtype = onnx.helper.tensor_dtype_to_np_dtype(int(ctx.attrs(node)["to"]))
-    return _cast_to(inputs[0], dtype)
+    return _cast_to(ctx, node, inputs[0], dtype)
 
 
 def _cast_like(ctx: ImportContext, node: NodeProto, inputs: list[Value | None]) -> Value:
     like = inputs[1]
     dtype = np.dtype(np.float32) if is_runtime(like) else np.asarray(like).dtype
-    return _cast_to(inputs[0], dtype)
+    return _cast_to(ctx, node, inputs[0], dtype)
 
 
-def _cast_to(x: Value | None, dtype: np.dtype) -> Value:
+def _cast_to(ctx: ImportContext, node: NodeProto, x: Value | None, dtype: np.dtype) -> Value:
     if is_runtime(x):
         if dtype != np.float32:
             raise NodeUnsupported(f"casting computed tensors to {dtype} is not supported")
@@ -188,6 +200,7 @@ def _cast_to(x: Value | None, dtype: np.dtype) -> Value:
     array = np.asarray(x)
     if array.dtype == object and dtype.kind in "iu":
         return array  # symbolic shapes stay symbolic
+    ctx.check_folded_size(node, array.shape, np.dtype(dtype).itemsize)
     return array.astype(dtype)
 
 

@@ -73,6 +73,13 @@ def _looks_like_safetensors(path: Path, head: bytes) -> bool:
     return True
 
 
+def error_reason(err: BaseException) -> str:
+    """``err`` for a message users see: an OSError without its file name (a server path)."""
+    if isinstance(err, OSError) and err.strerror:
+        return err.strerror
+    return str(err)
+
+
 def archive_names(path: Path) -> list[str]:
     """Entry names of a zip archive, refusing corrupt or truncated archives."""
     try:
@@ -80,7 +87,7 @@ def archive_names(path: Path) -> list[str]:
             return archive.namelist()
     except (zipfile.BadZipFile, EOFError, OSError) as err:
         raise ModelRejected(
-            f"the zip archive is truncated or corrupt ({err})", code="truncated"
+            f"the zip archive is truncated or corrupt ({error_reason(err)})", code="truncated"
         ) from None
 
 

@@ -15,7 +15,7 @@ from safetensors.torch import save as safetensors_bytes
 
 from core.errors import ModelRejected
 from core.ingest.limits import DEFAULT_MAX_BYTES, mib, require_file_within_cap
-from core.ingest.sniff import sniff_format
+from core.ingest.sniff import error_reason, sniff_format
 from core.paths import atomic_write_bytes
 
 # torch.save stores entries uncompressed; a large ratio only comes from a crafted archive.
@@ -40,7 +40,8 @@ def load_state_dict_file(
     except pickle.UnpicklingError:
         raise ModelRejected(_PICKLED_OBJECTS, code="pickled-objects") from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as err:
-        raise ModelRejected(f"the archive is corrupt ({err})", code="malformed") from None
+        raise ModelRejected(f"the archive is corrupt ({error_reason(err)})",
+                            code="malformed") from None
     return _require_flat_tensor_dict(loaded)
 
 
@@ -58,7 +59,7 @@ def _inspect_archive(path: Path, max_bytes: int) -> None:
             entries = archive.infolist()
     except (zipfile.BadZipFile, EOFError, OSError) as err:
         raise ModelRejected(
-            f"the zip archive is truncated or corrupt ({err})", code="truncated"
+            f"the zip archive is truncated or corrupt ({error_reason(err)})", code="truncated"
         ) from None
     if len(entries) > _MAX_ENTRIES:
         raise ModelRejected(f"the archive has {len(entries)} entries", code="zip-bomb")

@@ -169,7 +169,7 @@ class _ConvNet(nn.Module):
 
     def forward(self, x):
         x = self.pool1(0.5 * (self.act1(self.conv1(x)) * 1.7))  # factors fold into a
-        x = self.pool2(self.act2(self.conv2(x)))
+        x = self.pool2(self.act2(self.conv2(x)) * 0.75)  # a factor, then no fusable pool
         y = self.act3(x)
         return self.head(torch.flatten(self.pool3(y), 1) + torch.flatten(self.pool3(y), 1))
 
@@ -194,7 +194,9 @@ def test_fusion_pass_fuses_factors_and_non_overlapping_pools_and_keeps_the_origi
     assert fused.act1.pool == 2 and "mul" not in fused.code
     assert torch.equal(fused.act1.output_amplitude, snn.network.act1.amplitude * 1.7 * 0.5)
     assert torch.equal(fused.act1.amplitude, snn.network.act1.amplitude)  # for the statistics
-    assert kinds["act2"] == "IFNeuron" and kinds["pool2"] == "AvgPool2d"  # stride 1
+    # its factor is folded, its pooling (stride 1) is not fusable and stays a layer
+    assert kinds["act2"] == "FusedIFNeuron" and fused.act2.pool is None
+    assert kinds["pool2"] == "AvgPool2d"
     assert kinds["act3"] == "IFNeuron"  # its pooling is called twice, so it has two users
     assert type(snn.network.act1) is IFNeuron and hasattr(snn.network, "pool1")
     assert fused.conv1 is snn.network.conv1  # the other layers are shared, not copied

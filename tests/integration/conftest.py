@@ -88,9 +88,12 @@ class Service:
     data_dir: Path
     processes: list[subprocess.Popen]
     logs: list[Path]
+    api_key: str = ""
 
     def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=30)
+        """A client that sends the service's API key (made with `snnconv keys create`)."""
+        return httpx.Client(base_url=self.url, timeout=30,
+                            headers={"Authorization": f"Bearer {self.api_key}"})
 
     def log_tail(self, chars: int = 4000) -> str:
         return "\n".join(f"--- {log.name}\n{log.read_text(errors='replace')[-chars:]}"
@@ -117,6 +120,14 @@ def _stop(process: subprocess.Popen) -> None:
     except ProcessLookupError:
         pass
     process.wait()
+
+
+def create_api_key(env: dict[str, str], name: str = "integration") -> str:
+    """A new key's secret, made the way an operator does: ``snnconv keys create``."""
+    made = subprocess.run([sys.executable, "-m", "api.cli", "keys", "create", "--name", name],
+                          cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    assert made.returncode == 0, made.stderr
+    return made.stdout.strip().splitlines()[-1]
 
 
 def _wait_ready(service: Service) -> None:
@@ -172,6 +183,7 @@ def service(request, tmp_path_factory):
     running = Service(mode, f"http://127.0.0.1:{port}", data_dir, processes, logs)
     try:
         _wait_ready(running)
+        running.api_key = create_api_key(env)
         yield running
     finally:
         for process in reversed(processes):

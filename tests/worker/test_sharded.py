@@ -50,6 +50,7 @@ def stack(tmp_path_factory):
 
     from api.main import create_app
     from api.settings import Settings
+    from tests.conftest import new_api_key
 
     _require_external_services()
     _reset()
@@ -61,6 +62,7 @@ def stack(tmp_path_factory):
                      SNNCONV_EVAL_SHARD_SIZE=str(SHARD_SIZE), OMP_NUM_THREADS="1",
                      SHARD_FAULTS=json.dumps(FAULTS), SHARD_FAULTS_LOG=str(faults_log))
     with TestClient(create_app(settings)) as client:  # start-up migrates the schema
+        client.headers["Authorization"] = f"Bearer {new_api_key(client.app)}"
         logs = [data_dir / f"{name}.log" for name in WORKERS]
         workers = []
         for name, log in zip(WORKERS, logs, strict=True):
