@@ -158,7 +158,8 @@ def make_engine(url: str, pool_size: int = 5, max_overflow: int = 10) -> Engine:
         database = url.split("///", 1)[-1]
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False})
+        engine = create_engine(url, connect_args={"check_same_thread": False},
+                               pool_size=pool_size, max_overflow=max_overflow, pool_timeout=10)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=pool_size,

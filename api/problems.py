@@ -8,6 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.errors import (
@@ -117,6 +118,13 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(ValidationError)
     async def _model_validation(request: Request, exc: ValidationError) -> JSONResponse:
         return problem_response(_validation_problem(exc.errors(), request.url.path))
+
+    @app.exception_handler(SQLAlchemyTimeout)
+    async def _database_busy(request: Request, exc: SQLAlchemyTimeout) -> JSONResponse:
+        return problem_response(make_problem(
+            503, "database-busy", "Database busy",
+            "no database connection was free in time; retry shortly", request.url.path),
+            headers={"Retry-After": "2"})
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

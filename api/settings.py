@@ -92,7 +92,8 @@ class Settings(BaseSettings):
     demo_rate_writes_per_minute: int = Field(10, ge=1)
     demo_rate_reads_per_minute: int = Field(600, ge=1)
     db_pool_size: int = Field(20, ge=1, le=500, description="database connections kept open")
-    db_max_overflow: int = Field(20, ge=0, le=500, description="extra connections under load")
+    db_max_overflow: int = Field(40, ge=0, le=500, description="extra connections under load "
+                                 "(with the pool: more than the 40 threads of sync handlers)")
     worker_concurrency: int = Field(1, ge=1, le=64, description="jobs at once per worker")
     eval_shard_size: int = Field(
         0, ge=0, description="evaluate a job whose evaluation set has more samples than this "

@@ -56,11 +56,14 @@ async def upload(
     from core import sandbox  # pre-flight runs in a child process; torch stays out of the API
 
     _refuse_oversized_request(request, settings.max_upload_bytes)
-    require_model_room(session, owner, settings)
+    # database calls go to a thread: on the event loop a busy database would stall every
+    # other request while this one waits
+    await asyncio.to_thread(require_model_room, session, owner, settings)
     with files.private_folder(settings.uploads_dir) as folder:
         prepared = await uploads.prepare_model(file, folder, settings.max_upload_bytes)
         staged = prepared.staged
-        require_model_room(session, owner, settings, staged.size_bytes)
+        await asyncio.to_thread(require_model_room, session, owner, settings,
+                                staged.size_bytes)
         limits = sandbox.Limits(settings.preflight_cpu_seconds, settings.preflight_memory_mb,
                                 settings.preflight_timeout_s)
         report = await asyncio.to_thread(sandbox.inspect_untrusted, staged.path, arch or None,
@@ -75,7 +78,7 @@ async def upload(
         sha256=staged.sha256)
     try:
         session.add(record)
-        session.commit()
+        await asyncio.to_thread(session.commit)
     except BaseException:
         files.remove_tree(final.parent)
         raise
