@@ -21,19 +21,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests.services import reset_external_state
+
 ROOT = Path(__file__).resolve().parents[1]
 POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 SCHEMA = "snnconv_bench_sharded"
-
-
-def _reset(redis_url: str) -> None:
-    import psycopg
-    import redis
-
-    redis.Redis.from_url(redis_url).flushdb()
-    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as connection:
-        connection.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
-        connection.execute(f"CREATE SCHEMA {SCHEMA}")
 
 
 def _start_workers(count: int, env: dict[str, str], data_dir: Path, queue: str):
@@ -82,7 +74,7 @@ def run_once(workers: int, args, model: Path, base: Path) -> dict:
     data_dir = base / f"workers-{workers}"
     data_dir.mkdir(parents=True)
     database_url = f"{POSTGRES_ADMIN_URL}?options=-csearch_path%3D{SCHEMA}"
-    _reset(args.redis_url)
+    reset_external_state(args.redis_url, SCHEMA)
     settings = Settings(data_dir=data_dir, redis_url=args.redis_url, database_url=database_url,
                         eval_shard_size=args.shard_size)
     env = {key: value for key, value in os.environ.items() if not key.startswith("SNNCONV_")}

@@ -33,7 +33,6 @@ ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "reliability.md"
 BEGIN, END = "<!-- load: begin -->", "<!-- load: end -->"
 REDIS_URL = "redis://127.0.0.1:6379/12"
-POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 SCHEMA = "snnconv_load"
 
 
@@ -134,15 +133,10 @@ def _environment(data_dir: Path, stack: str) -> dict[str, str]:
     env.update(SNNCONV_DATA_DIR=str(data_dir), SNNCONV_QUOTA_ACTIVE_JOBS="2",
                PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])))
     if stack == "redis-postgres":
-        import psycopg
-        import redis
+        from tests.services import reset_external_state, schema_url
 
-        redis.Redis.from_url(REDIS_URL).flushdb()
-        with psycopg.connect(POSTGRES_URL, autocommit=True) as connection:
-            connection.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
-            connection.execute(f"CREATE SCHEMA {SCHEMA}")
-        env.update(REDIS_URL=REDIS_URL,
-                   DATABASE_URL=f"{POSTGRES_URL}?options=-csearch_path%3D{SCHEMA}")
+        reset_external_state(REDIS_URL, SCHEMA)
+        env.update(REDIS_URL=REDIS_URL, DATABASE_URL=schema_url(SCHEMA))
     return env
 
 

@@ -22,6 +22,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.services import reset_external_state
+
 ROOT = Path(__file__).resolve().parents[2]
 REDIS_URL = "redis://127.0.0.1:6379/9"
 POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -58,16 +60,6 @@ def _require_external_services() -> None:
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(message, pytrace=False)
     pytest.skip(message)
-
-
-def _reset_external_state() -> None:
-    import psycopg
-    import redis
-
-    redis.Redis.from_url(REDIS_URL).flushdb()
-    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as connection:
-        connection.execute(f"DROP SCHEMA IF EXISTS {POSTGRES_SCHEMA} CASCADE")
-        connection.execute(f"CREATE SCHEMA {POSTGRES_SCHEMA}")
 
 
 def _clean_env(data_dir: Path, **extra: str) -> dict[str, str]:
@@ -168,7 +160,7 @@ def service(request, tmp_path_factory):
     serve = ["serve", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
     if mode == "redis-postgres":
         _require_external_services()
-        _reset_external_state()
+        reset_external_state(REDIS_URL, POSTGRES_SCHEMA)
         env = _clean_env(data_dir, REDIS_URL=REDIS_URL, DATABASE_URL=DATABASE_URL)
         migrated = subprocess.run([sys.executable, "-m", "api.cli", "migrate"], cwd=ROOT,
                                   env=env, capture_output=True, text=True, check=False)

@@ -35,6 +35,7 @@ from tests.integration.conftest import (
     _unreachable,
     create_api_key,
 )
+from tests.services import reset_external_state
 
 pytestmark = pytest.mark.integration
 
@@ -101,16 +102,6 @@ def _require_redis_and_postgres() -> None:
         pytest.skip(message)
 
 
-def _reset() -> None:
-    import psycopg
-    import redis
-
-    redis.Redis.from_url(REDIS_URL).flushdb()
-    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as connection:
-        connection.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
-        connection.execute(f"CREATE SCHEMA {SCHEMA}")
-
-
 def _worker(name: str, env: dict[str, str], log: Path) -> subprocess.Popen:
     with log.open("wb") as stream:
         process = subprocess.Popen(
@@ -134,7 +125,7 @@ def test_a_killed_celery_worker_costs_one_heartbeat_timeout_not_the_visibility_t
     from api.settings import Settings
 
     _require_redis_and_postgres()
-    _reset()
+    reset_external_state(REDIS_URL, SCHEMA)
     env = _clean_env(tmp_path, REDIS_URL=REDIS_URL, DATABASE_URL=DATABASE_URL, **FAST)
     settings = Settings(data_dir=tmp_path, redis_url=REDIS_URL, database_url=DATABASE_URL,
                         heartbeat_interval_s=1, heartbeat_timeout_s=5, reaper_interval_s=1)

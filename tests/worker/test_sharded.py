@@ -23,6 +23,7 @@ from tests.integration.conftest import (
     _require_external_services,
     _stop,
 )
+from tests.services import reset_external_state
 
 REDIS_URL = "redis://127.0.0.1:6379/10"
 SCHEMA = "snnconv_shards"
@@ -31,16 +32,6 @@ SHARD_SIZE = 50
 WORKERS = ("shard-a", "shard-b")
 FAULTS = {4: [1, 1], 2: [0, 99]}  # 4 shards: shard 1 fails once; 2 shards: shard 0 always
 JOB_TIMEOUT_S = 240
-
-
-def _reset() -> None:
-    import psycopg
-    import redis
-
-    redis.Redis.from_url(REDIS_URL).flushdb()
-    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as connection:
-        connection.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
-        connection.execute(f"CREATE SCHEMA {SCHEMA}")
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +44,7 @@ def stack(tmp_path_factory):
     from tests.conftest import new_api_key
 
     _require_external_services()
-    _reset()
+    reset_external_state(REDIS_URL, SCHEMA)
     data_dir = tmp_path_factory.mktemp("sharded")
     settings = Settings(data_dir=data_dir, redis_url=REDIS_URL, database_url=DATABASE_URL,
                         eval_shard_size=SHARD_SIZE)
