@@ -38,13 +38,16 @@ class Quotas:
 
 
 def quotas_for(owner: ApiKeyRecord, settings: Settings) -> Quotas:
-    demo = "demo_" if owner.kind is KeyKind.anonymous else ""
-    value = lambda name: getattr(settings, demo + name)  # noqa: E731
-    return Quotas(models=value("quota_models"),
-                  storage_bytes=value("quota_storage_mb") * 2**20,
-                  active_jobs=value("quota_active_jobs"),
-                  writes_per_minute=value("rate_writes_per_minute"),
-                  reads_per_minute=value("rate_reads_per_minute"))
+    """The operator's quotas for a key, the ``demo_*`` ones for an anonymous scope."""
+    prefix = "demo_" if owner.kind is KeyKind.anonymous else ""
+    values = {name: getattr(settings, prefix + name) for name in (
+        "quota_models", "quota_storage_mb", "quota_active_jobs", "rate_writes_per_minute",
+        "rate_reads_per_minute")}
+    return Quotas(models=values["quota_models"],
+                  storage_bytes=values["quota_storage_mb"] * 2**20,
+                  active_jobs=values["quota_active_jobs"],
+                  writes_per_minute=values["rate_writes_per_minute"],
+                  reads_per_minute=values["rate_reads_per_minute"])
 
 
 class RateLimiter:

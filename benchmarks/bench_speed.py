@@ -27,6 +27,7 @@ import pstats
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from unittest.mock import patch
 
 import torch
 
@@ -57,20 +58,18 @@ PROFILE_ENTRIES = 8
 
 
 @contextlib.contextmanager
-def _patched(module, name: str, value):
-    saved = getattr(module, name)
-    setattr(module, name, value)
-    try:
-        yield
-    finally:
-        setattr(module, name, saved)
-
-
-@contextlib.contextmanager
 def _every_step():
     """The constant-input shortcut (layers before the first neurons run once per chunk on a
     direct input) switched off."""
-    with _patched(core.simulate, "constant_input_is_safe", lambda network: False):
+    with patch.object(core.simulate, "constant_input_is_safe", lambda network: False):
+        yield
+
+
+@contextlib.contextmanager
+def _nchw():
+    """Only the channels-last layout switched off."""
+    with patch.object(core.simulate, "channels_last", lambda network: network), \
+            patch.object(core.simulate, "as_channels_last", lambda x: x):
         yield
 
 
@@ -79,18 +78,8 @@ def _eager_neurons():
     """The fused IF kernels, the IF → factors → pooling fusion and the channels-last layout
     switched off: three PyTorch kernels per neuron layer and step, pooling and scaling as
     layers of their own, NCHW convolutions."""
-    with _patched(core.if_kernel, "_kernel", lambda kind: None), \
-            _patched(core.simulate, "fuse_if_outputs", lambda network: network), \
-            _patched(core.simulate, "channels_last", lambda network: network), \
-            _patched(core.simulate, "as_channels_last", lambda x: x):
-        yield
-
-
-@contextlib.contextmanager
-def _nchw():
-    """Only the channels-last layout switched off."""
-    with _patched(core.simulate, "channels_last", lambda network: network), \
-            _patched(core.simulate, "as_channels_last", lambda x: x):
+    with patch.object(core.if_kernel, "_kernel", lambda kind: None), \
+            patch.object(core.simulate, "fuse_if_outputs", lambda network: network), _nchw():
         yield
 
 
@@ -198,7 +187,7 @@ def _chunk_sweep(built, rounds: int) -> dict[tuple[str, int], float]:
         (name, rows): [] for name in ("robust-norm", "cq-ctt") for rows in SWEEP_ROWS}
     for _ in range(rounds):
         for name, rows in times:
-            with _patched(core.simulate, "CPU_ROWS_PER_CHUNK", rows):
+            with patch.object(core.simulate, "CPU_ROWS_PER_CHUNK", rows):
                 began = time.perf_counter()
                 _simulate(name, built)
                 times[name, rows].append(time.perf_counter() - began)

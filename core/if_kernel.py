@@ -172,7 +172,7 @@ def _fused_pooled_channels_last(kernel, steps, membrane, spike_count, threshold,
 @functools.cache
 def _kernel(kind: str):
     """The kernel of ``kind`` ("flat", "pooled", "pooled channels-last"), compiled on first
-    use (about 5 s each, then loaded from numba's disk cache in well under a second); None
+    use (seconds each, then loaded from numba's disk cache); None
     where numba is missing or cannot compile it (then the eager path serves)."""
     if numba is None:
         return None

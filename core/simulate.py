@@ -229,10 +229,10 @@ def bytes_per_sample_step(reference: fx.GraphModule, sample_shape: tuple[int, ..
     return 4 * 3 * max(total, 1)  # float32; inputs, outputs and neuron state live together
 
 
-# On a CPU the stateless layers run fastest on chunks of a few hundred rows (steps × batch):
-# beyond that a convolution's working set falls out of the caches.  Measured by
-# `python -m benchmarks.bench_speed --chunk-sweep` (docs/benchmarks.md): cnn-small at batch
-# 100 is 1.3–1.6× faster with 400–800 rows per chunk than with all 3,200 at once.
+# On a CPU a convolution's working set falls out of the caches when one call carries too many
+# rows (steps × batch).  The value came from the NCHW sweep (cnn-small, batch 100: 400–800 rows
+# 1.3–1.6× faster than 3,200); `python -m benchmarks.bench_speed` prints the sweep again
+# (benchmarks.md §6), and with channels-last convolutions its best is nearer 1,600 rows.
 CPU_ROWS_PER_CHUNK = 512
 
 
@@ -271,8 +271,7 @@ def _simulate_if_batch(snn: SpikingNetwork, network: fx.GraphModule, x, y, refer
 
 
 def _simulate_asg_batch(snn: SpikingNetwork, network: fx.GraphModule, x, y, reference_prediction,
-                        tally, counter, report: Callable[[int], None],
-                        layout: Callable[[torch.Tensor], torch.Tensor]) -> None:
+                        tally, counter, report: Callable[[int], None]) -> None:
     """Layer after layer: every ASG layer integrates its whole window before it fires.
 
     Readout after t steps of the last window: terminal neurons report their first t steps.
@@ -287,7 +286,7 @@ def _simulate_asg_batch(snn: SpikingNetwork, network: fx.GraphModule, x, y, refe
     fed_by_terminal = modules_downstream_of(network, terminal)
     varying = nodes_downstream_of(network, terminal)
     snn.encoder.begin(x)
-    mean_input = layout(snn.encoder.window_mean(window))
+    mean_input = snn.encoder.window_mean(window)
     clamp_max = next(iter(neurons.values())).clamp_max
     counter.steps = 1
     counter.event_scale = {name: window / clamp_max for name in counter.fanouts}
@@ -367,7 +366,7 @@ def simulate(snn: SpikingNetwork, x: np.ndarray, y: np.ndarray, *, sample_shape:
                                         completed)
                 if snn.mode == "asg":
                     _simulate_asg_batch(snn, network, xb, yb, reference_prediction, tally,
-                                        counter, report, layout)
+                                        counter, report)
                 else:
                     _simulate_if_batch(snn, network, xb, yb, reference_prediction, tally,
                                        counter, chunk, report, layout)

@@ -1,9 +1,10 @@
 """Channels-last copies of a network's convolutions, for simulation on a CPU.
 
-PyTorch's CPU convolutions run 2.5–8× faster on channels-last (NHWC) tensors than on the
-default NCHW layout at the simulator's chunk sizes (``benchmarks/bench_speed.py``), and the
-other layers keep the layout they are given, so converting the weights and the input once
-keeps the whole simulation in NHWC.  The values, and so the results, do not change.
+PyTorch's CPU convolutions are faster on channels-last (NHWC) tensors than on the default NCHW
+layout at the simulator's chunk sizes (``benchmarks/bench_speed.py`` measures whole simulations
+with it switched off: the "NCHW" rows), and the other layers keep the layout they are given,
+so converting the weights and the input once keeps the whole simulation in NHWC.  The values
+do not change beyond the convolution's own summation order.
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ def test_speed_section_states_each_target_and_profile(page):
     for case, target in (("robust-norm", "0.8"), ("cq-asg", "1.2"), ("cq-ctt", "1.2")):
         assert f"- {case}: " in section and f"against ≤ {target}: " in section
     assert section.count("cProfile of one `simulate`") == 3
-    assert "rows per network call" in section.lower() or "Rows (steps × batch)" in section
+    assert "Rows (steps × batch) per network call" in section  # the chunk sweep
 
 
 def test_peer_section_reports_every_configuration_and_cost(page):

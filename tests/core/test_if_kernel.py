@@ -24,14 +24,30 @@ from core.snn import SpikingNetwork
 PATHS = ("fused", "eager")
 
 
+FUSED_ENTRIES = ("_fused", "_fused_pooled", "_fused_pooled_channels_last")
+
+
+def _count_fused_calls(monkeypatch) -> list[str]:
+    """Record every call of a compiled kernel's entry point (so a test knows it ran)."""
+    calls: list[str] = []
+    for name in FUSED_ENTRIES:
+        entry = getattr(if_kernel, name)
+        monkeypatch.setattr(if_kernel, name, lambda *a, _entry=entry, _name=name, **k: (
+            calls.append(_name), _entry(*a, **k))[1])
+    return calls
+
+
 @pytest.fixture(params=PATHS)
 def path(request, monkeypatch):
     if request.param == "eager":
         monkeypatch.setattr(if_kernel, "_kernel", lambda kind: None)
-    else:
-        for kind in ("flat", "pooled", "pooled channels-last"):
-            assert if_kernel._kernel(kind) is not None, f"numba is a dependency: {kind} failed"
-    return request.param
+        yield request.param
+        return
+    for kind in ("flat", "pooled", "pooled channels-last"):
+        assert if_kernel._kernel(kind) is not None, f"numba is a dependency: {kind} failed"
+    calls = _count_fused_calls(monkeypatch)
+    yield request.param
+    assert calls, "the fused path was asked for, but no compiled kernel ran"
 
 
 def _run(neuron: IFNeuron, currents: torch.Tensor, steps: int) -> torch.Tensor:
@@ -78,7 +94,10 @@ def _layer(shape, per_channel: bool, reset: str, fraction: float) -> IFNeuron:
 
 def _eager_and_fused(monkeypatch, make, call):
     """``call(make())`` on the fused path and on the eager path: (fused, eager) results."""
-    fused = call(make())
+    with monkeypatch.context() as patch:
+        calls = _count_fused_calls(patch)
+        fused = call(make())
+        assert calls, "the fused side took the eager path"
     with monkeypatch.context() as patch:
         patch.setattr(if_kernel, "_kernel", lambda kind: None)
         eager = call(make())
