@@ -36,6 +36,7 @@ def create_celery(settings: Settings, include: Sequence[str] = ()) -> Celery:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         worker_concurrency=settings.worker_concurrency,
+        worker_proc_alive_timeout=settings.worker_start_timeout_s,
         task_default_queue=settings.queue,
         task_routes={TASK_NAME: {"queue": settings.queue}},
         task_soft_time_limit=settings.soft_time_limit_s,

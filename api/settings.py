@@ -95,6 +95,12 @@ class Settings(BaseSettings):
     db_max_overflow: int = Field(40, ge=0, le=500, description="extra connections under load "
                                  "(with the pool: more than the 40 threads of sync handlers)")
     worker_concurrency: int = Field(1, ge=1, le=64, description="jobs at once per worker")
+    worker_warm_up: bool = Field(
+        True, description="a worker process compiles its kernels and finishes its imports "
+        "before it takes a task (seconds at start, so short shards measure only work)")
+    worker_start_timeout_s: float = Field(
+        300, gt=0, le=3600, description="how long a worker's pool process may take to start, "
+        "warm-up included (a first compilation without numba's disk cache takes ~15 s)")
     eval_shard_size: int = Field(
         0, ge=0, description="evaluate a job whose evaluation set has more samples than this "
         "in shards of this many (rounded up to whole batches) across workers; 0: never"

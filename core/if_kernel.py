@@ -184,6 +184,12 @@ def _kernel(kind: str):
     return kernel
 
 
+def warm_up() -> list[str]:
+    """Compile (or load from numba's disk cache) every kernel now, so that a fresh worker's
+    first simulation does not pay for it; returns the kinds that are ready."""
+    return [kind for kind in _SMOKE_TESTS if _kernel(kind) is not None]
+
+
 def _flat_example():
     one = np.ones(1, np.float32)
     return _if_steps, (one.reshape(1, 1), one * 0, one, one, np.empty((1, 1), np.float32),

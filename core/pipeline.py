@@ -46,6 +46,17 @@ from core.train import export_onnx, export_safetensors
 from core.train.recognise import detect
 
 
+def warm_up() -> list[str]:
+    """Pay a fresh process's one-time costs before its first job: the kernels' compilation
+    and the lazy imports of shape propagation (sympy, about a second).  Returns the kernels
+    that are ready; a worker calls it at start so that short tasks (shards) measure work."""
+    import torch.fx.experimental.symbolic_shapes  # noqa: F401 - ShapeProp imports it lazily
+
+    from core import if_kernel
+
+    return if_kernel.warm_up()
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -6,7 +6,9 @@ Importing this module never imports torch (the prefork parent imports it).
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 
 from celery import signals
 
@@ -14,6 +16,9 @@ from api.queue import TASK_NAME, create_celery
 from api.settings import get_settings
 
 SHARD_RESULTS_EXPIRE_S = 24 * 3600
+WARMED_UP = "pool process warmed up"  # the log line a benchmark waits for
+
+log = logging.getLogger(__name__)
 
 __all__ = ["TASK_NAME", "app"]  # the task's name beside the app that runs it
 
@@ -35,3 +40,16 @@ def _create_embedded_broker_dir(**_kwargs) -> None:
     settings = get_settings()
     if settings.embedded:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+
+
+@signals.worker_process_init.connect
+def _warm_up(**_kwargs) -> None:
+    """The pool process pays its one-time costs (kernel compilation, lazy imports) before its
+    first task, not inside it."""
+    if get_settings().worker_warm_up:
+        from core.pipeline import warm_up
+
+        began = time.monotonic()
+        kernels = warm_up()
+        log.info("%s in %.1f s (kernels: %s)", WARMED_UP, time.monotonic() - began,
+                 ", ".join(kernels) or "none, eager neurons")
