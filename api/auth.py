@@ -3,7 +3,8 @@
 Every /v1 request that touches models or jobs acts for one API key (``Authorization: Bearer
 <secret>``).  In the demo mode (``SNNCONV_AUTH=demo``) a request without a key acts for its
 browser's anonymous scope, kept in an HttpOnly cookie and created on first use; it gets the
-``demo_*`` quotas.  Rate limits are token buckets per key, kept in the API process.
+``demo_*`` quotas.  Rate limits are token buckets per key, kept in the API process, and
+so is a short-lived cache of the keys it has looked up (``key_cache_s``).
 """
 
 from __future__ import annotations
@@ -11,16 +12,19 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request, Response
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
 
 from api import keys
-from api.db import ApiKeyRecord, JobRecord, JobStatus, KeyKind, ModelRecord
-from api.deps import SessionDep, SettingsDep
+from api.db import JobRecord, JobStatus, KeyKind, ModelRecord
+from api.deps import SettingsDep
+from api.keys import Owner
 from api.problems import ProblemError
 from api.settings import Settings
 
@@ -37,7 +41,7 @@ class Quotas:
     reads_per_minute: int
 
 
-def quotas_for(owner: ApiKeyRecord, settings: Settings) -> Quotas:
+def quotas_for(owner: Owner, settings: Settings) -> Quotas:
     """The operator's quotas for a key, the ``demo_*`` ones for an anonymous scope."""
     prefix = "demo_" if owner.kind is KeyKind.anonymous else ""
     values = {name: getattr(settings, prefix + name) for name in (
@@ -48,6 +52,36 @@ def quotas_for(owner: ApiKeyRecord, settings: Settings) -> Quotas:
                   active_jobs=values["quota_active_jobs"],
                   writes_per_minute=values["rate_writes_per_minute"],
                   reads_per_minute=values["rate_reads_per_minute"])
+
+
+class KeyCache:
+    """The owners of secrets looked up in the last ``ttl_s`` seconds, by the secret's hash.
+
+    Only keys that exist are kept (a stream of made-up secrets cannot fill it), at most
+    ``max_entries`` of them, the least recently used leaving first.
+    """
+
+    def __init__(self, ttl_s: float, max_entries: int = 10_000):
+        self._ttl_s, self._max_entries = ttl_s, max_entries
+        self._owners: OrderedDict[str, tuple[Owner, float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, digest: str) -> Owner | None:
+        with self._lock:
+            found = self._owners.get(digest)
+            if found is None or time.monotonic() - found[1] > self._ttl_s:
+                return None
+            self._owners.move_to_end(digest)
+            return found[0]
+
+    def put(self, digest: str, owner: Owner) -> None:
+        if self._ttl_s <= 0:
+            return
+        with self._lock:
+            self._owners[digest] = (owner, time.monotonic())
+            self._owners.move_to_end(digest)
+            while len(self._owners) > self._max_entries:
+                self._owners.popitem(last=False)
 
 
 class RateLimiter:
@@ -86,27 +120,49 @@ def _unauthorized(code: str, detail: str) -> ProblemError:
                         headers={"WWW-Authenticate": 'Bearer realm="snnconv"'})
 
 
-def _anonymous(request: Request, response: Response, session: Session) -> ApiKeyRecord:
+def _look_up(sessions: sessionmaker, secret: str) -> Owner | None:
+    with sessions() as session:
+        record = keys.find_active(session, secret)
+        return Owner.of(record) if record is not None else None
+
+
+async def _owner_of_secret(request: Request, secret: str) -> Owner | None:
+    """The key's owner, from the cache when it was looked up recently."""
+    cache: KeyCache = request.app.state.key_cache
+    digest = keys.hash_secret(secret)
+    owner = cache.get(digest)
+    if owner is None:
+        owner = await run_in_threadpool(_look_up, request.app.state.sessions, secret)
+        if owner is not None:
+            cache.put(digest, owner)
+    return owner
+
+
+def _anonymous(request: Request, response: Response, sessions: sessionmaker) -> Owner:
     secret = request.cookies.get(DEMO_COOKIE)
-    record = keys.find_active(session, secret) if secret else None
-    if record is None or record.kind is not KeyKind.anonymous:
-        record, secret = keys.create_key(session, "anonymous demo scope", KeyKind.anonymous)
-        response.set_cookie(DEMO_COOKIE, secret, httponly=True, samesite="lax",
-                            secure=request.url.scheme == "https", max_age=7 * 24 * 3600)
-    return record
+    with sessions() as session:
+        record = keys.find_active(session, secret) if secret else None
+        if record is None or record.kind is not KeyKind.anonymous:
+            record, secret = keys.create_key(session, "anonymous demo scope",
+                                             KeyKind.anonymous)
+            response.set_cookie(DEMO_COOKIE, secret, httponly=True, samesite="lax",
+                                secure=request.url.scheme == "https", max_age=7 * 24 * 3600)
+        return Owner.of(record)
 
 
-def current_owner(request: Request, response: Response, session: SessionDep,
-                  settings: SettingsDep) -> ApiKeyRecord:
+async def current_owner(request: Request, response: Response,
+                        settings: SettingsDep) -> Owner:
     """The key a request acts for (401 without a valid one, outside the demo mode), after
-    its rate limit (429 with Retry-After when spent)."""
+    its rate limit (429 with Retry-After when spent).  Async, with the key lookup (when not
+    cached) in the thread pool: a status poll pays one thread hop for its own query only."""
     secret = _bearer(request)
     if secret is not None:
-        owner = keys.find_active(session, secret)
+        owner = await _owner_of_secret(request, secret)
         if owner is None:
             raise _unauthorized("invalid-api-key", "this API key is unknown or revoked")
     elif settings.auth == "demo":
-        owner = _anonymous(request, response, session)
+        owner = await run_in_threadpool(_anonymous, request, response,
+                                        request.app.state.sessions)
     else:
         raise _unauthorized("api-key-required", "send 'Authorization: Bearer <secret>' with a "
                             "key an operator created with `snnconv keys create`")
@@ -123,10 +179,10 @@ def current_owner(request: Request, response: Response, session: SessionDep,
     return owner
 
 
-OwnerDep = Annotated[ApiKeyRecord, Depends(current_owner)]
+OwnerDep = Annotated[Owner, Depends(current_owner)]
 
 
-def require_model_room(session: Session, owner: ApiKeyRecord, settings: Settings,
+def require_model_room(session: Session, owner: Owner, settings: Settings,
                        new_bytes: int = 0) -> None:
     """409 when one more model (of ``new_bytes``) would pass the key's storage quotas."""
     quotas = quotas_for(owner, settings)
@@ -144,7 +200,7 @@ def require_model_room(session: Session, owner: ApiKeyRecord, settings: Settings
                            f"{quotas.storage_bytes:,}; delete models first")
 
 
-def require_job_room(session: Session, owner: ApiKeyRecord, settings: Settings) -> None:
+def require_job_room(session: Session, owner: Owner, settings: Settings) -> None:
     """429 when the key already has its quota of queued and running jobs."""
     quotas = quotas_for(owner, settings)
     active = session.scalar(select(func.count()).select_from(JobRecord).where(

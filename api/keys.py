@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import select
@@ -18,6 +19,19 @@ from api.db import ApiKeyRecord, KeyKind, new_id, utcnow
 
 SECRET_PREFIX = "snk_"
 SHOWN_CHARACTERS = 12  # "snk_" and 8 characters of the secret
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Who a request acts for: a key's id and kind, detached from any database session (so
+    the API can remember it between requests)."""
+
+    id: str
+    kind: KeyKind
+
+    @classmethod
+    def of(cls, record: ApiKeyRecord) -> Owner:
+        return cls(id=record.id, kind=record.kind)
 
 
 def hash_secret(secret: str) -> str:

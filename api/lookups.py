@@ -10,14 +10,15 @@ from pathlib import Path
 from sqlalchemy.orm import Session
 
 from api import files
-from api.db import ApiKeyRecord, JobRecord, ModelRecord
+from api.db import JobRecord, ModelRecord
+from api.keys import Owner
 from api.problems import ProblemError
 from api.settings import Settings
 from core.datasets import DatasetStatus, catalog
 from core.errors import DatasetUnavailable
 
 
-def _get_or_404(session: Session, record: type, key: str, owner: ApiKeyRecord, kind: str,
+def _get_or_404(session: Session, record: type, key: str, owner: Owner, kind: str,
                 listing: str):
     found = session.get(record, key)
     # another key's model or job is answered exactly like one that does not exist
@@ -27,11 +28,11 @@ def _get_or_404(session: Session, record: type, key: str, owner: ApiKeyRecord, k
     return found
 
 
-def get_model_or_404(session: Session, model_id: str, owner: ApiKeyRecord) -> ModelRecord:
+def get_model_or_404(session: Session, model_id: str, owner: Owner) -> ModelRecord:
     return _get_or_404(session, ModelRecord, model_id, owner, "model", "/v1/models")
 
 
-def get_job_or_404(session: Session, job_id: str, owner: ApiKeyRecord) -> JobRecord:
+def get_job_or_404(session: Session, job_id: str, owner: Owner) -> JobRecord:
     return _get_or_404(session, JobRecord, job_id, owner, "job", "/v1/jobs")
 
 

@@ -1,4 +1,5 @@
-"""Builds the FastAPI application: routers under /v1, problem+json errors, OpenAPI ids."""
+"""Builds the FastAPI application: routers under /v1, problem+json errors (in the OpenAPI
+too), OpenAPI ids."""
 
 from __future__ import annotations
 
@@ -10,10 +11,10 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 
-from api.auth import RateLimiter
+from api.auth import KeyCache, RateLimiter
 from api.db import make_engine, migrate, session_factory
 from api.limits import install_request_limits
-from api.problems import install_problem_handlers
+from api.problems import document_problems, install_problem_handlers
 from api.queue import create_celery
 from api.routes import datasets, health, jobs, models
 from api.settings import Settings, get_settings
@@ -23,6 +24,17 @@ from api.urls import API_PREFIX
 def unique_operation_id(route: APIRoute) -> str:
     """``{tag}-{name}``, so generated clients get readable method names."""
     return f"{route.tags[0]}-{route.name}" if route.tags else route.name
+
+
+def install_problem_openapi(app: FastAPI) -> None:
+    """The app's OpenAPI documents its errors as the problem+json documents they are."""
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            app.openapi_schema = document_problems(FastAPI.openapi(app))
+        return app.openapi_schema
+
+    app.openapi = openapi
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -56,12 +68,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.sessions = session_factory(engine)
     app.state.celery = create_celery(settings)
     app.state.rate_limiter = RateLimiter()
+    app.state.key_cache = KeyCache(settings.key_cache_s)
     install_request_limits(app, settings)  # before CORS, which must stay outermost
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                            allow_methods=["*"], allow_headers=["*"],
                            expose_headers=["Location"])
     install_problem_handlers(app)
+    install_problem_openapi(app)
     for router in (models.router, jobs.router, datasets.router):
         app.include_router(router, prefix=API_PREFIX)
     app.include_router(health.router)

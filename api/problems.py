@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -50,6 +52,52 @@ class ProblemError(Exception):
         super().__init__(detail)
         self.status, self.code, self.title, self.detail = status, code, title, detail
         self.headers = headers  # e.g. WWW-Authenticate on a 401, Retry-After on a 429
+
+
+# Problems every /v1 route that acts for an API key may answer, besides its own.
+KEYED_ROUTE_PROBLEMS = {
+    400: "the URL holds a NUL character (invalid-url), or the body could not be parsed",
+    401: "no valid API key (api-key-required, invalid-authorization, invalid-api-key)",
+    429: "this key's rate limit: retry after Retry-After seconds (rate-limited)",
+    503: "the database is unreachable or no connection was free in time: retry after "
+         "Retry-After seconds (database-unavailable, database-busy)",
+}
+_PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
+# FastAPI's own 422 schema, unused once every 422 is documented as a problem
+_FASTAPI_VALIDATION_SCHEMAS = ("HTTPValidationError", "ValidationError")
+
+
+def problem_responses(*groups: dict[int, str]) -> dict[int | str, dict[str, Any]]:
+    """A route's OpenAPI ``responses`` for the problems it answers: ``{status: description}``
+    groups, later ones winning.  :func:`document_problems` gives them their media type."""
+    merged: dict[int, str] = {}
+    for group in groups:
+        merged.update(group)
+    return {status: {"model": Problem, "description": text}
+            for status, text in sorted(merged.items())}
+
+
+def _is_error_status(status: str) -> bool:
+    return status[:1] in {"4", "5"}
+
+
+def document_problems(schema: dict[str, Any]) -> dict[str, Any]:
+    """Document every 4xx/5xx response of every operation as what it is: an
+    ``application/problem+json`` :class:`Problem`.
+
+    FastAPI documents a response's ``model`` as ``application/json`` and adds its own 422
+    schema to every route with parameters; neither is what the API sends.
+    """
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            for status, response in operation.get("responses", {}).items():
+                if _is_error_status(str(status)):
+                    response["content"] = {PROBLEM_MEDIA_TYPE: {"schema": dict(_PROBLEM_REF)}}
+    components = schema.get("components", {}).get("schemas", {})
+    for name in _FASTAPI_VALIDATION_SCHEMAS:  # HTTPValidationError first: it refers to the other
+        if name in components and f'"#/components/schemas/{name}"' not in json.dumps(schema):
+            del components[name]
+    return schema
 
 
 def problem_type(code: str) -> str:
@@ -125,6 +173,16 @@ def install_problem_handlers(app: FastAPI) -> None:
             503, "database-busy", "Database busy",
             "no database connection was free in time; retry shortly", request.url.path),
             headers={"Retry-After": "2"})
+
+    # The database refused or dropped the connection (down, restarting, not accepting
+    # connections): the request may well succeed shortly, so a 503 to retry, not a 500.
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(InterfaceError)
+    async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        return problem_response(make_problem(
+            503, "database-unavailable", "Database unavailable",
+            "the database could not be reached; retry shortly", request.url.path),
+            headers={"Retry-After": "5"})
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -12,13 +12,15 @@ embedded broker never redelivering a fetched message.  :func:`reap` then
 
 Each decision is one conditional UPDATE on the row as it was read (still running, still
 stale, same attempt count), so two reapers (two API processes) never both act on one job.
-The API runs :func:`reap_periodically` in its lifespan, every ``reaper_interval_s``.
+The API runs :func:`reap_periodically` in its lifespan, every ``reaper_interval_s``; after the
+database was away it holds off for a heartbeat timeout, as no worker could beat meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -133,14 +135,40 @@ def celery_sender(celery, settings: Settings) -> Callable[[str], None]:
     return send
 
 
+def database_answers(sessions: sessionmaker) -> None:
+    """Raise unless the job store answers a trivial query."""
+    with sessions() as session:
+        session.execute(select(1))
+
+
 async def reap_periodically(sessions: sessionmaker, settings: Settings,
                             send: Callable[[str], None]) -> None:
     """:func:`reap` every ``reaper_interval_s`` until cancelled; a failing pass (database
-    down) is logged and retried at the next one."""
+    down) is logged and retried at the next one.
+
+    After a failing pass nothing is reaped until the database has answered again for
+    ``heartbeat_timeout_s``: while it was away no worker could write its heartbeat, so every
+    running job looks stale the moment it is back, though its worker is alive and about to
+    beat (or to write the outcome it finished meanwhile).  Re-queuing them then threw that
+    work away and spent an attempt on each job; a worker that really died meanwhile is still
+    found, one heartbeat timeout later.  Meanwhile each pass only checks the database.
+    """
+    resume_at = 0.0  # time.monotonic() before which passes only check the database
+    blind = False  # the last pass could not reach the database
     while True:
         try:
-            await asyncio.to_thread(reap, sessions, settings, send)
+            if blind or time.monotonic() < resume_at:
+                await asyncio.to_thread(database_answers, sessions)
+            else:
+                await asyncio.to_thread(reap, sessions, settings, send)
+            if blind:
+                blind = False
+                resume_at = time.monotonic() + settings.heartbeat_timeout_s
+                log.warning("reaper: the database answers again; no job is reaped for "
+                            "%g s, until its worker has had time to beat",
+                            settings.heartbeat_timeout_s)
         except Exception as error:  # noqa: BLE001 - keep reaping
+            blind = True
             log.warning("reaper pass failed: %s: %s", type(error).__name__, error)
         await asyncio.sleep(settings.reaper_interval_s)
 

@@ -86,6 +86,10 @@ class Settings(BaseSettings):
     quota_active_jobs: int = Field(4, ge=1, description="queued + running jobs per key")
     rate_writes_per_minute: int = Field(60, ge=1, description="POST/DELETE per key")
     rate_reads_per_minute: int = Field(3000, ge=1, description="GET per key")
+    key_cache_s: float = Field(
+        5, ge=0, le=300, description="how long the API process remembers a key it has looked "
+        "up, so a status poll costs no key query; a revoked key stops working within this "
+        "many seconds (0: look every key up on every request)")
     demo_quota_models: int = Field(3, ge=1)
     demo_quota_storage_mb: int = Field(64, ge=1)
     demo_quota_active_jobs: int = Field(1, ge=1)

@@ -6,7 +6,7 @@ from fastapi import APIRouter
 
 from api.deps import SettingsDep
 from api.lookups import known_datasets, unknown_dataset_detail
-from api.problems import Problem, ProblemError
+from api.problems import ProblemError, problem_responses
 from api.schemas import ListPublic
 from core.datasets import DatasetStatus, catalog
 
@@ -20,8 +20,10 @@ def list_datasets(settings: SettingsDep) -> dict:
     return {"data": entries, "count": len(entries)}
 
 
-@router.get("/{name}", response_model=DatasetStatus,
-            responses={404: {"model": Problem, "description": "unknown dataset"}})
+@router.get("/{name}", response_model=DatasetStatus, responses=problem_responses({
+    400: "the URL holds a NUL character (invalid-url)",
+    404: "unknown dataset (dataset-not-found)",
+}))
 def get_dataset(name: str, settings: SettingsDep) -> DatasetStatus:
     """One dataset's catalog entry."""
     known = known_datasets(settings)

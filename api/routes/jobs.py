@@ -5,13 +5,22 @@ from __future__ import annotations
 from fastapi import APIRouter, Response, status
 from fastapi.responses import FileResponse
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from api import files, job_state
 from api.auth import OwnerDep, require_job_room
 from api.db import JobRecord, JobStatus
-from api.deps import CeleryDep, NonNegative, PageSize, SessionDep, SettingsDep
+from api.deps import (
+    CeleryDep,
+    NonNegative,
+    PageSize,
+    SessionDep,
+    SessionsDep,
+    SettingsDep,
+    in_session,
+)
 from api.lookups import get_job_or_404, get_model_or_404, model_file, require_dataset
-from api.problems import Problem, ProblemError, make_problem
+from api.problems import KEYED_ROUTE_PROBLEMS, ProblemError, make_problem, problem_responses
 from api.queue import TASK_NAME
 from api.schemas import (
     JobAccepted,
@@ -27,14 +36,25 @@ from core.spec import IF_METHODS, tuned_model_files
 
 router = APIRouter(prefix=JOBS_PREFIX, tags=["jobs"])
 
-PROBLEM_RESPONSES = {
-    401: {"model": Problem, "description": "no valid API key"},
-    404: {"model": Problem, "description": "no such job (or model)"},
-    409: {"model": Problem, "description": "the job is not in a state that allows this"},
-    422: {"model": Problem, "description": "invalid options, dataset or model"},
-    429: {"model": Problem, "description": "rate limit or the key's quota of unfinished jobs"},
-    503: {"model": Problem, "description": "the broker could not be reached"},
-}
+NO_JOB = {404: "no job with this id"}
+CREATE_PROBLEMS = problem_responses(KEYED_ROUTE_PROBLEMS, {
+    404: "no model with this id",
+    413: "the request body exceeds SNNCONV_MAX_JSON_BODY_KB",
+    422: "invalid options, or an unknown or unavailable dataset",
+    429: "rate limit, or the key's quota of unfinished jobs (quota-jobs): retry after "
+         "Retry-After seconds",
+    503: "the database or the broker could not be reached (database-unavailable, "
+         "database-busy, broker-unavailable)",
+})
+LIST_PROBLEMS = problem_responses(KEYED_ROUTE_PROBLEMS, {422: "invalid status, offset or limit"})
+GET_PROBLEMS = problem_responses(KEYED_ROUTE_PROBLEMS, NO_JOB)
+CANCEL_PROBLEMS = problem_responses(KEYED_ROUTE_PROBLEMS, NO_JOB, {
+    409: "the job already finished (job-finished)"})
+REPORT_PROBLEMS = problem_responses(KEYED_ROUTE_PROBLEMS, {
+    404: "no job with this id, or it has no such file (report-missing)",
+    409: "the job has not succeeded (report-not-ready)",
+})
+BINARY = {"type": "string", "format": "binary"}
 # URL suffix → (file in the job's results directory, media type, operation name, summary)
 REPORT_FILES = {
     "report": ("report.json", "application/json", "get_report",
@@ -59,7 +79,7 @@ REPORT_FILES = {
 
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobAccepted,
-             responses=PROBLEM_RESPONSES)
+             responses=CREATE_PROBLEMS)
 def create_job(job_in: JobCreate, response: Response, session: SessionDep,
                settings: SettingsDep, celery: CeleryDep, owner: OwnerDep) -> dict:
     """Queue a conversion/evaluation job; poll the URL in the Location header."""
@@ -85,28 +105,33 @@ def create_job(job_in: JobCreate, response: Response, session: SessionDep,
     return {"id": job.id, "status": job.status}
 
 
-@router.get("", response_model=ListPublic[JobSummary])
-def list_jobs(session: SessionDep, owner: OwnerDep, status: JobStatus | None = None,
-              offset: NonNegative = 0, limit: PageSize = 50) -> dict:
+@router.get("", response_model=ListPublic[JobSummary], responses=LIST_PROBLEMS)
+async def list_jobs(sessions: SessionsDep, owner: OwnerDep, status: JobStatus | None = None,
+                    offset: NonNegative = 0, limit: PageSize = 50) -> ListPublic[JobSummary]:
     """This key's jobs, newest first, optionally only those with ``status``; each without
     its options and partial results (GET /v1/jobs/{id} has them)."""
     query = select(JobRecord).where(JobRecord.owner_id == owner.id)
     if status is not None:
         query = query.where(JobRecord.status == status)
-    count = session.scalar(select(func.count()).select_from(query.subquery()))
-    rows = session.scalars(
-        query.order_by(JobRecord.created_at.desc()).offset(offset).limit(limit)).all()
-    return {"data": rows, "count": count}
+
+    def page(session: Session) -> ListPublic[JobSummary]:
+        count = session.scalar(select(func.count()).select_from(query.subquery()))
+        rows = session.scalars(
+            query.order_by(JobRecord.created_at.desc()).offset(offset).limit(limit)).all()
+        return ListPublic[JobSummary](data=[JobSummary.model_validate(row) for row in rows],
+                                      count=count)
+    return await in_session(sessions, page)
 
 
-@router.get("/{job_id}", response_model=JobPublic, responses=PROBLEM_RESPONSES)
-def get_job(job_id: str, session: SessionDep, owner: OwnerDep) -> JobRecord:
+@router.get("/{job_id}", response_model=JobPublic, responses=GET_PROBLEMS)
+async def get_job(job_id: str, sessions: SessionsDep, owner: OwnerDep) -> JobPublic:
     """Status, stage, progress, accuracy per t so far, and the error when it failed."""
-    return get_job_or_404(session, job_id, owner)
+    return await in_session(
+        sessions, lambda session: JobPublic.model_validate(get_job_or_404(session, job_id, owner)))
 
 
 @router.post("/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED,
-             response_model=JobPublic, responses=PROBLEM_RESPONSES)
+             response_model=JobPublic, responses=CANCEL_PROBLEMS)
 def cancel_job(job_id: str, session: SessionDep, owner: OwnerDep) -> JobRecord:
     """Cancel: a queued job at once, a running one at its next batch or time-step chunk."""
     job = get_job_or_404(session, job_id, owner)
@@ -144,6 +169,16 @@ def _file_endpoint(filename: str, media_type: str, summary: str):
     return endpoint
 
 
+def _file_schema(media_type: str) -> dict:
+    """What a report file's body is: a JSON document, text, or bytes."""
+    if media_type == "application/json":
+        return {"type": "object"}
+    return {"type": "string"} if media_type.startswith(("text/", "image/svg")) else BINARY
+
+
 for _suffix, (_filename, _media_type, _name, _summary) in REPORT_FILES.items():
+    _ok = {"description": "the file",
+           "content": {_media_type.split(";")[0]: {"schema": _file_schema(_media_type)}}}
     router.add_api_route(f"/{{job_id}}/{_suffix}", _file_endpoint(_filename, _media_type, _summary),
-                         methods=["GET"], name=_name, responses=PROBLEM_RESPONSES)
+                         methods=["GET"], name=_name, response_class=FileResponse,
+                         responses={200: _ok, **REPORT_PROBLEMS})

@@ -13,21 +13,28 @@ from api.auth import OwnerDep, require_model_room
 from api.db import JobRecord, JobStatus, ModelRecord, new_id
 from api.deps import NonNegative, PageSize, SessionDep, SettingsDep
 from api.lookups import get_model_or_404
-from api.problems import Problem, ProblemError
+from api.problems import KEYED_ROUTE_PROBLEMS, ProblemError, problem_responses
 from api.schemas import ListPublic, ModelPublic
 
 router = APIRouter(prefix="/models", tags=["models"])
 
 # Multipart framing around the file; a Content-Length beyond limit + this is refused unread.
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
-PROBLEM_RESPONSES = {
-    404: {"model": Problem, "description": "no model with this id"},
-    401: {"model": Problem, "description": "no valid API key"},
-    409: {"model": Problem, "description": "in use, or the key's model/storage quota is reached"},
-    413: {"model": Problem, "description": "the upload exceeds SNNCONV_MAX_UPLOAD_MB"},
-    429: {"model": Problem, "description": "rate limit: retry after Retry-After seconds"},
-    422: {"model": Problem, "description": "the file was rejected by pre-flight"},
-}
+# What a job's JobSpec.arch accepts (at most 64 characters, no control characters), so a
+# stored arch fits its column and every database can store it (PostgreSQL refuses NUL).
+ARCH_MAX_CHARS = 64
+PRINTABLE_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*$"
+UPLOAD_PROBLEMS = problem_responses(KEYED_ROUTE_PROBLEMS, {
+    409: "the key's model or storage quota is reached (quota-models, quota-storage)",
+    413: "the upload exceeds SNNCONV_MAX_UPLOAD_MB",
+    422: "invalid form fields, or the file was rejected by pre-flight",
+})
+LIST_PROBLEMS = problem_responses(KEYED_ROUTE_PROBLEMS, {422: "invalid offset or limit"})
+GET_PROBLEMS = problem_responses(KEYED_ROUTE_PROBLEMS, {404: "no model with this id"})
+DELETE_PROBLEMS = problem_responses(KEYED_ROUTE_PROBLEMS, {
+    404: "no model with this id",
+    409: "queued or running jobs use the model (model-in-use)",
+})
 
 
 def _refuse_oversized_request(request: Request, limit_bytes: int) -> None:
@@ -37,16 +44,18 @@ def _refuse_oversized_request(request: Request, limit_bytes: int) -> None:
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=ModelPublic,
-             responses=PROBLEM_RESPONSES)
+             responses=UPLOAD_PROBLEMS)
 async def upload(
     request: Request,
     session: SessionDep,
     settings: SettingsDep,
     owner: OwnerDep,
-    file: Annotated[list[UploadFile], File(description=(
+    file: Annotated[list[UploadFile], File(min_length=1, description=(
         ".onnx, .safetensors or a state_dict file; or an .onnx with its external data files "
         "(several 'file' parts, or one zip/tar of them)"))],
-    arch: Annotated[str | None, Form(description="zoo architecture for weights-only files")] = None,
+    arch: Annotated[str | None, Form(
+        max_length=ARCH_MAX_CHARS, pattern=PRINTABLE_PATTERN,
+        description="zoo architecture for weights-only files")] = None,
     name: Annotated[str | None, Form(max_length=200)] = None,
 ) -> ModelRecord:
     """Upload a model; it is parsed (never executed) and checked for convertibility.
@@ -85,7 +94,7 @@ async def upload(
     return record
 
 
-@router.get("", response_model=ListPublic[ModelPublic])
+@router.get("", response_model=ListPublic[ModelPublic], responses=LIST_PROBLEMS)
 def list_models(session: SessionDep, owner: OwnerDep, offset: NonNegative = 0,
                 limit: PageSize = 50) -> dict:
     """This key's uploaded models, newest first."""
@@ -97,14 +106,14 @@ def list_models(session: SessionDep, owner: OwnerDep, offset: NonNegative = 0,
     return {"data": rows, "count": count}
 
 
-@router.get("/{model_id}", response_model=ModelPublic, responses=PROBLEM_RESPONSES)
+@router.get("/{model_id}", response_model=ModelPublic, responses=GET_PROBLEMS)
 def get_model(model_id: str, session: SessionDep, owner: OwnerDep) -> ModelRecord:
     """One uploaded model with its pre-flight report."""
     return get_model_or_404(session, model_id, owner)
 
 
 @router.delete("/{model_id}", status_code=status.HTTP_204_NO_CONTENT,
-               responses=PROBLEM_RESPONSES)
+               responses=DELETE_PROBLEMS)
 def delete_model(model_id: str, session: SessionDep, settings: SettingsDep,
                  owner: OwnerDep) -> Response:
     """Delete a model and its file; refused while queued or running jobs use it."""

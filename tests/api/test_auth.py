@@ -6,10 +6,15 @@ model or job must look exactly like one that does not exist.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from fastapi.testclient import TestClient
 
+from api.auth import KeyCache
 from api.cli import main as service_cli
+from api.db import KeyKind
+from api.keys import Owner
 from api.main import create_app
 from api.settings import Settings
 from tests.onnx_builders import mlp_onnx
@@ -141,7 +146,10 @@ def test_demo_mode_gives_each_browser_its_own_scope(settings, digits_onnx, asser
         assert_problem(first.post("/v1/models", files=upload), 409, "quota-models")
 
 
-def test_keys_cli_creates_lists_and_revokes(settings, capsys, assert_problem):
+@pytest.mark.parametrize("cache_s", [0, 0.3])
+def test_keys_cli_creates_lists_and_revokes(settings, capsys, assert_problem, cache_s):
+    """A revoked key is refused at once without the key cache, and within key_cache_s
+    with it (the revocation comes from another process, the CLI)."""
     data_dir = ["--data-dir", str(settings.data_dir)]
     service_cli(["keys", "create", "--name", "alice", *data_dir])
     secret = capsys.readouterr().out.strip().splitlines()[-1]
@@ -149,11 +157,35 @@ def test_keys_cli_creates_lists_and_revokes(settings, capsys, assert_problem):
     service_cli(["keys", "list", *data_dir])
     listing = capsys.readouterr().out
     assert "alice" in listing and secret[:12] in listing and secret not in listing
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings.model_copy(update={"key_cache_s": cache_s}))) as client:
         client.headers["Authorization"] = f"Bearer {secret}"
         assert client.get("/v1/models").status_code == 200
         service_cli(["keys", "revoke", secret[:12], *data_dir])
+        time.sleep(cache_s * 1.5)
         assert_problem(client.get("/v1/models"), 401, "invalid-api-key")
+
+
+def test_the_key_cache_keeps_only_known_keys_for_its_ttl_and_bounded():
+    cache = KeyCache(ttl_s=0.2, max_entries=2)
+    owners = [Owner(id=f"k{index}", kind=KeyKind.key) for index in range(3)]
+    assert cache.get("a") is None
+    cache.put("a", owners[0])
+    cache.put("b", owners[1])
+    assert cache.get("a") == owners[0]  # now the most recently used
+    cache.put("c", owners[2])  # over max_entries: "b", the least recently used, leaves
+    assert (cache.get("a"), cache.get("b"), cache.get("c")) == (owners[0], None, owners[2])
+    time.sleep(0.25)
+    assert cache.get("a") is None and cache.get("c") is None
+    off = KeyCache(ttl_s=0)
+    off.put("a", owners[0])
+    assert off.get("a") is None
+
+
+def test_made_up_secrets_are_not_cached(client, assert_problem):
+    for index in range(3):
+        client.headers["Authorization"] = f"Bearer snk_made_up_{index}"
+        assert_problem(client.get("/v1/models"), 401, "invalid-api-key")
+    assert client.app.state.key_cache._owners == {}  # only keys that exist are remembered
 
 
 def test_only_the_hash_of_a_secret_is_stored(client):

@@ -247,3 +247,11 @@ def test_simulation_report_is_the_same_with_and_without_fusion(monkeypatch):
     for field in ("top1", "top5", "agreement", "sops", "energy_uj", "layers"):
         assert getattr(fused, field) == getattr(eager, field), field
     assert max(fused.sops) > 0
+
+
+def test_warm_up_readies_every_kernel_and_says_when_none_compiles(monkeypatch):
+    from core import pipeline
+
+    assert pipeline.warm_up() == ["flat", "pooled", "pooled channels-last"]
+    monkeypatch.setattr(if_kernel, "_kernel", lambda kind: None)  # numba missing or broken
+    assert pipeline.warm_up() == []  # the worker logs "none, eager neurons" and goes on

@@ -198,6 +198,49 @@ def test_the_heartbeat_keeps_retrying_while_the_database_is_down(store):
     assert utcnow() - _get(store, job_id).heartbeat_at < timedelta(seconds=5)
 
 
+def test_progress_writes_back_off_while_the_database_is_down(store):
+    from core.progress import ProgressEvent
+
+    job_id = _job(store, age_s=0)
+    flaky = _FlakySessions(store, failures=10**6)
+    progress = tasks.JobProgress(flaky, job_id, interval_s=0, attempt=1)
+    for step in range(100):  # the job goes on; one refused connection, not one per event
+        progress(ProgressEvent(stage="simulate", progress=step / 200, message="step"))
+    assert flaky.calls == 1
+    flaky.failures = flaky.calls  # the database is back
+    time.sleep(tasks.RETRY_FIRST_DELAY_S + 0.05)
+    progress(ProgressEvent(stage="simulate", progress=0.75, message="back"))
+    assert flaky.calls == 2 and _get(store, job_id).progress == 0.75
+
+
+def test_after_the_database_was_away_the_reaper_waits_a_heartbeat_timeout(store, fast):
+    """No worker could beat while the database was away: the reaper gives them one heartbeat
+    timeout once it is back before it re-queues (a dead worker's job is still found)."""
+    import asyncio
+
+    from api.reaper import reap_periodically
+
+    settings = fast.model_copy(update={"heartbeat_interval_s": 0.1, "heartbeat_timeout_s": 1,
+                                       "reaper_interval_s": 0.05})
+    job_id = _job(store, age_s=60)  # stale: its last beat was before the outage
+    flaky = _FlakySessions(store, failures=3)
+    sent: list[str] = []
+
+    async def run() -> float:
+        reaper = asyncio.create_task(reap_periodically(flaky, settings, sent.append))
+        while flaky.calls <= flaky.failures:
+            await asyncio.sleep(0.01)
+        back = time.monotonic()
+        while not sent and time.monotonic() - back < 10:
+            await asyncio.sleep(0.01)
+        reaper.cancel()
+        return time.monotonic() - back
+
+    waited = asyncio.run(run())
+    assert sent == [job_id] and _get(store, job_id).status is JobStatus.queued
+    assert waited >= settings.heartbeat_timeout_s
+
+
 def test_a_final_state_write_is_retried_then_gives_up(store, monkeypatch):
     monkeypatch.setattr(tasks, "RETRY_FIRST_DELAY_S", 0.01)
     job_id = _job(store)
