@@ -66,25 +66,27 @@ def _model_bytes() -> bytes:
     return mlp_onnx(32)
 
 
-async def _poller(url: str, key: str, job_id: str, stop: float, think: float,
-                  samples: Samples) -> None:
-    headers = {"Authorization": f"Bearer {key}"}
-    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as http:
-        while time.monotonic() < stop:
-            await _timed(samples, "status poll", http.get(f"/v1/jobs/{job_id}"))
-            await _timed(samples, "job list", http.get("/v1/jobs", params={"limit": 20}))
-            await asyncio.sleep(think)
+def _client(url: str, key: str, timeout: float) -> httpx.AsyncClient:
+    return httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {key}"},
+                             timeout=timeout)
 
 
-async def _submitter(url: str, key: str, model: bytes, samples: Samples) -> None:
-    headers = {"Authorization": f"Bearer {key}"}
-    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=120) as http:
-        uploaded = await _timed(samples, "upload", http.post(
-            "/v1/models", files={"file": ("m.onnx", model)}))
-        if uploaded is None or uploaded.status_code != 201:
-            return
-        await _timed(samples, "job submit", http.post("/v1/jobs", json=_job(
-            uploaded.json()["id"])))
+async def _poller(http: httpx.AsyncClient, job_id: str, stop: float, think: float,
+                  samples: Samples, delay: float) -> None:
+    await asyncio.sleep(delay)
+    while time.monotonic() < stop:
+        await _timed(samples, "status poll", http.get(f"/v1/jobs/{job_id}"))
+        await _timed(samples, "job list", http.get("/v1/jobs", params={"limit": 20}))
+        await asyncio.sleep(think)
+
+
+async def _submitter(http: httpx.AsyncClient, model: bytes, samples: Samples) -> None:
+    uploaded = await _timed(samples, "upload", http.post(
+        "/v1/models", files={"file": ("m.onnx", model)}))
+    if uploaded is None or uploaded.status_code != 201:
+        return
+    await _timed(samples, "job submit", http.post("/v1/jobs", json=_job(
+        uploaded.json()["id"])))
 
 
 def _job(model_id: str) -> dict:
@@ -109,15 +111,24 @@ async def _load(url: str, keys: list[str], args) -> Samples:
     model = _model_bytes()
     pollers, submitters = keys[:args.clients], keys[args.clients:]
     job_ids = [await _seed_job(url, key, model) for key in pollers]
+    # every client exists before the clock starts: creating one costs ~25 ms of the event
+    # loop (httpx builds an SSL context), which would otherwise stall the requests in flight
+    polling = [_client(url, key, 30) for key in pollers]
+    submitting = [_client(url, key, 120) for key in submitters]
     samples = Samples()
     stop = time.monotonic() + args.seconds
     spacing = args.seconds / max(1, len(submitters)) / 2
-    tasks = [asyncio.create_task(_poller(url, key, job, stop, args.think, samples))
-             for key, job in zip(pollers, job_ids, strict=True)]
-    for key in submitters:  # spread over the first half of the window
-        tasks.append(asyncio.create_task(_submitter(url, key, model, samples)))
+    # users arrive spread over one think time, as independent users do, rather than all in
+    # the same millisecond (which would measure one 50-request burst, then its echoes)
+    tasks = [asyncio.create_task(_poller(http, job, stop, args.think, samples,
+                                         delay=args.think * index / len(pollers)))
+             for index, (http, job) in enumerate(zip(polling, job_ids, strict=True))]
+    for http in submitting:  # spread over the first half of the window
+        tasks.append(asyncio.create_task(_submitter(http, model, samples)))
         await asyncio.sleep(spacing)
     await asyncio.gather(*tasks)
+    for http in polling + submitting:
+        await http.aclose()
     return samples
 
 

@@ -15,8 +15,8 @@ The child:
   environment is a short allow-list: the caller's database and broker URLs, passwords and
   keys never reach the process that parses hostile bytes, and the caller's ``__main__`` is
   not imported again;
-* runs at nice 10 and torch on one thread (``OMP_NUM_THREADS=1``: one upload uses at most
-  one core, and the serving process is scheduled first), with
+* runs at nice 19 (``CHILD_NICENESS``) and torch on one thread (``OMP_NUM_THREADS=1``: one
+  upload uses at most one core, and the serving process is scheduled first), with
   ``TORCH_FORCE_WEIGHTS_ONLY_LOAD=1`` (no pickled code even if a loader forgot
   ``weights_only``) and ``MALLOC_ARENA_MAX=2`` (glibc reserves 64 MiB of address space per
   malloc arena, which an address-space limit would otherwise count);
@@ -84,6 +84,8 @@ START_TIMEOUT_S = 300.0
 """How long a child may take to start (import torch) before the sandbox is declared broken;
 generous because a busy machine imports torch slowly and this is not the upload's fault."""
 REAP_TIMEOUT_S = 5.0
+# the lowest priority: under load the API's answers (nice 0) come first; an upload waits
+CHILD_NICENESS = 19
 MAX_ANSWER_BYTES = 512 * 1024 * 1024
 PRELOAD_INSPECT = ("core.ingest", "core.graph", "core.preflight", "torch._dynamo")
 """What ``inspect_untrusted``'s child imports before its limits are set: torch, onnx, and
@@ -402,7 +404,7 @@ def _child_main(fd: int, preload: list[str]) -> None:
     """The child: import ``preload``, say it is ready, run one job under its limits, answer."""
     conn = Connection(fd)
     try:
-        os.nice(10)  # the serving process, and its answers to everyone else, come first
+        os.nice(CHILD_NICENESS)  # the serving process, and its answers to everyone, first
     except OSError:
         pass
     for name in preload:

@@ -28,3 +28,15 @@ def test_every_resource_is_versioned(client):
 
 def test_unknown_route_is_a_problem(client, assert_problem):
     assert_problem(client.get("/v1/nothing"), 404, "not-found")
+
+
+def test_serve_moves_the_start_up_objects_out_of_the_collectors_sight():
+    import gc
+
+    from api.cli import freeze_start_up_objects
+
+    try:
+        freeze_start_up_objects()
+        assert gc.get_freeze_count() > 10_000  # at least the imported modules' objects
+    finally:
+        gc.unfreeze()  # the test process keeps collecting as before
