@@ -167,22 +167,21 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def _model_validation(request: Request, exc: ValidationError) -> JSONResponse:
         return problem_response(_validation_problem(exc.errors(), request.url.path))
 
-    @app.exception_handler(SQLAlchemyTimeout)
-    async def _database_busy(request: Request, exc: SQLAlchemyTimeout) -> JSONResponse:
-        return problem_response(make_problem(
-            503, "database-busy", "Database busy",
-            "no database connection was free in time; retry shortly", request.url.path),
-            headers={"Retry-After": "2"})
+    def retry_later(code: str, title: str, detail: str, seconds: int):
+        async def handler(request: Request, exc: Exception) -> JSONResponse:
+            return problem_response(make_problem(503, code, title, detail, request.url.path),
+                                    headers={"Retry-After": str(seconds)})
+        return handler
 
+    app.add_exception_handler(SQLAlchemyTimeout, retry_later(
+        "database-busy", "Database busy", "no database connection was free in time; retry "
+        "shortly", 2))
     # The database refused or dropped the connection (down, restarting, not accepting
     # connections): the request may well succeed shortly, so a 503 to retry, not a 500.
-    @app.exception_handler(OperationalError)
-    @app.exception_handler(InterfaceError)
-    async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
-        return problem_response(make_problem(
-            503, "database-unavailable", "Database unavailable",
-            "the database could not be reached; retry shortly", request.url.path),
-            headers={"Retry-After": "5"})
+    unavailable = retry_later("database-unavailable", "Database unavailable",
+                              "the database could not be reached; retry shortly", 5)
+    app.add_exception_handler(OperationalError, unavailable)
+    app.add_exception_handler(InterfaceError, unavailable)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -42,3 +42,18 @@ def test_problem_carries_code_title_and_message():
         "instance": "/v1/jobs/x",
         "code": "unsupported-model",
     }
+
+
+def test_a_database_that_cannot_be_reached_is_a_503_to_retry(tmp_path, assert_problem):
+    """Nothing listens on port 1: the key lookup's connection fails, and the client gets a
+    problem it can act on (retry after Retry-After), not a 500."""
+    from fastapi.testclient import TestClient
+
+    from api.main import create_app
+    from api.settings import Settings
+
+    settings = Settings(data_dir=tmp_path, database_url="postgresql://postgres@127.0.0.1:1/x")
+    client = TestClient(create_app(settings))  # no lifespan: it would migrate the database
+    response = client.get("/v1/jobs", headers={"Authorization": "Bearer snk_" + "a" * 43})
+    assert_problem(response, 503, "database-unavailable")
+    assert response.headers["Retry-After"] == "5"

@@ -52,6 +52,10 @@ def environment() -> dict:
     return dict(os.environ)
 
 
+def niceness() -> int:
+    return os.nice(0)
+
+
 def add(a: int, b: int) -> dict:
     return {"sum": a + b, "pid": os.getpid()}
 
@@ -174,3 +178,8 @@ def test_inspect_untrusted_passes_on_the_importers_refusal(tmp_path):
     with pytest.raises(ModelRejected) as refused:
         sandbox.inspect_untrusted(path)
     assert refused.value.code == "activation-too-large" and "Pad (pad)" in str(refused.value)
+
+
+def test_the_child_runs_at_the_lowest_priority():
+    """Under load the serving process answers first; an upload's pre-flight waits."""
+    assert sandbox.run(niceness) == max(os.nice(0), sandbox.CHILD_NICENESS)

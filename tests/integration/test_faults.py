@@ -104,6 +104,18 @@ def _tail(*paths: Path) -> str:
                      for p in paths if p.exists())
 
 
+def _upload(client, digits_onnx) -> str:
+    model = client.post("/v1/models", files={"file": ("m.onnx", digits_onnx.read_bytes())})
+    assert model.status_code == 201, model.text
+    return model.json()["id"]
+
+
+def _submit(client, model_id: str, job: dict) -> str:
+    created = client.post("/v1/jobs", json={"model_id": model_id, **job})
+    assert created.status_code == 202, created.text
+    return created.json()["id"]
+
+
 # --- Redis + PostgreSQL: a Celery worker killed mid-job ---------------------------------------
 
 
@@ -157,12 +169,7 @@ def test_a_killed_celery_worker_costs_one_heartbeat_timeout_not_the_visibility_t
 
         try:
             workers.append(_worker("fault-a", env, logs[0]))
-            model = client.post("/v1/models",
-                                files={"file": ("m.onnx", digits_onnx.read_bytes())})
-            assert model.status_code == 201, model.text
-            created = client.post("/v1/jobs", json={"model_id": model.json()["id"], **JOB})
-            assert created.status_code == 202, created.text
-            job_id = created.json()["id"]
+            job_id = _submit(client, _upload(client, digits_onnx), JOB)
             _wait_running(get, job_id, lambda: _tail(*logs))
             _killpg(workers[0])  # the worker and its pool child: nothing acks, nothing writes
             killed_at = time.monotonic()
@@ -394,18 +401,11 @@ def test_redis_killed_and_restarted_mid_job_the_jobs_finish_and_submits_get_503(
             def get(job_id):
                 return client.get(f"/v1/jobs/{job_id}").json()
 
-            def submit(job: dict) -> str:
-                created = client.post("/v1/jobs", json={"model_id": model_id, **job})
-                assert created.status_code == 202, created.text
-                return created.json()["id"]
-
             worker = _worker("fault-redis", env, log)
-            model = client.post("/v1/models",
-                                files={"file": ("m.onnx", digits_onnx.read_bytes())})
-            assert model.status_code == 201, model.text
-            model_id = model.json()["id"]
-            running_id = submit(JOB)
-            queued_id = submit(SMALL_JOB)  # one job at a time: it waits in Redis' list
+            model_id = _upload(client, digits_onnx)
+            running_id = _submit(client, model_id, JOB)
+            # one job at a time: this one waits in Redis' list
+            queued_id = _submit(client, model_id, SMALL_JOB)
             _wait_running(get, running_id, logs)
             assert get(queued_id)["status"] == "queued"
             _killpg(broker)  # no shutdown save: what survives is what the AOF had
@@ -431,7 +431,8 @@ def test_redis_killed_and_restarted_mid_job_the_jobs_finish_and_submits_get_503(
             waited, waited_seen = _wait_finished(get, queued_id, killed_at, logs,
                                                  BROKER_RECOVERY_BOUND_S)
             # The API's connections to the broker are back too: a new job is queued and run.
-            after, after_seen = _wait_finished(get, submit(SMALL_JOB), time.monotonic(), logs,
+            after, after_seen = _wait_finished(get, _submit(client, model_id, SMALL_JOB),
+                                               time.monotonic(), logs,
                                                BROKER_RECOVERY_BOUND_S)
     finally:
         if worker is not None:
@@ -504,12 +505,7 @@ def test_postgres_away_mid_job_the_job_finishes_and_the_api_answers_503(tmp_path
                 return client.get(f"/v1/jobs/{job_id}").json()
 
             worker = _worker("fault-postgres", env, log)
-            model = client.post("/v1/models",
-                                files={"file": ("m.onnx", digits_onnx.read_bytes())})
-            assert model.status_code == 201, model.text
-            created = client.post("/v1/jobs", json={"model_id": model.json()["id"], **JOB})
-            assert created.status_code == 202, created.text
-            job_id = created.json()["id"]
+            job_id = _submit(client, _upload(client, digits_onnx), JOB)
             _wait_running(get, job_id, logs)
             _allow_connections(admin, database, False)
             taken_at = time.monotonic()
