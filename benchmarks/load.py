@@ -96,8 +96,7 @@ def _job(model_id: str) -> dict:
 
 async def _seed_job(url: str, key: str, model: bytes) -> str:
     """One job per polling user, so each polls a job of its own."""
-    headers = {"Authorization": f"Bearer {key}"}
-    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=120) as http:
+    async with _client(url, key, 120) as http:
         uploaded = await http.post("/v1/models", files={"file": ("m.onnx", model)})
         uploaded.raise_for_status()
         created = await http.post("/v1/jobs", json=_job(uploaded.json()["id"]))

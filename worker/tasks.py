@@ -67,12 +67,18 @@ class JobLost(Exception):
     and another attempt claimed it, or it was finished elsewhere."""
 
 
+def backoff_s(failures: int, most_s: float = RETRY_MAX_DELAY_S) -> float:
+    """The wait after ``failures`` (≥ 1) refused database calls in a row: 0.5 s, doubling,
+    at most ``most_s``.  The state writes, the heartbeat and the progress writes share it."""
+    return min(RETRY_FIRST_DELAY_S * 2 ** (failures - 1), most_s)
+
+
 def write_state(sessions: sessionmaker, write: Callable[[Session], object], retry_s: float,
                 what: str):
     """``write(session)`` in a fresh session, retried with backoff for up to ``retry_s`` while
     the database is unreachable (then the error is raised)."""
     deadline = time.monotonic() + retry_s
-    delay = RETRY_FIRST_DELAY_S
+    failures = 0
     while True:
         try:
             with sessions() as session:
@@ -81,10 +87,11 @@ def write_state(sessions: sessionmaker, write: Callable[[Session], object], retr
             left = deadline - time.monotonic()
             if left <= 0:
                 raise
+            failures += 1
+            delay = min(backoff_s(failures), left)
             log.warning("%s: database unreachable (%s); retrying in %.1f s", what,
-                        type(error).__name__, min(delay, left))
-            time.sleep(min(delay, left))
-            delay = min(delay * 2, RETRY_MAX_DELAY_S)
+                        type(error).__name__, delay)
+            time.sleep(delay)
 
 
 class Heartbeat:
@@ -139,7 +146,7 @@ class Heartbeat:
                 delay, failures = self._interval_s, 0
             except Exception as error:  # noqa: BLE001 - keep beating whatever went wrong
                 failures += 1
-                delay = min(self._interval_s, RETRY_FIRST_DELAY_S * 2 ** (failures - 1))
+                delay = backoff_s(failures, most_s=self._interval_s)
                 log.warning("job %s: heartbeat not written (%s); retrying in %.1f s",
                             self._job_id, type(error).__name__, delay)
 
@@ -181,7 +188,7 @@ class JobProgress:
             # Backed off (0.5 s doubling to 10 s): retrying at every event cost the job a
             # failed connection per event while PostgreSQL was away (a job ran 2.7x slower).
             self._failures += 1
-            delay = min(RETRY_FIRST_DELAY_S * 2 ** (self._failures - 1), RETRY_MAX_DELAY_S)
+            delay = backoff_s(self._failures)
             self._retry_at, self._last_write = now + delay, float("-inf")  # then written
             log.warning("job %s: progress not written (%s); next try in %.1f s", self._job_id,
                         type(error).__name__, delay)
