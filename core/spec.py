@@ -29,6 +29,11 @@ MAX_CHANNELS = 4096
 MAX_SAMPLES = 100_000_000
 
 
+ARCH_MAX_CHARS = 64
+# the characters _control_characters refuses, as a pattern for schemas that take a regex
+PRINTABLE_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*$"
+
+
 def _control_characters(text: str) -> bool:
     return any(ord(c) < 32 or 127 <= ord(c) < 160 for c in text)
 
@@ -120,7 +125,7 @@ class JobSpec(BaseModel):
     model_path: Annotated[Path, AfterValidator(_plain_path)] = Field(
         description="model file: .onnx, .safetensors or a state_dict")
     arch: Annotated[str | None, AfterValidator(_printable)] = Field(
-        None, min_length=1, max_length=64, strict=True,
+        None, min_length=1, max_length=ARCH_MAX_CHARS, strict=True,
         description="zoo architecture for safetensors/state_dict")
     dataset: Annotated[str, AfterValidator(_printable)] = Field(
         "mnist-5k", min_length=1, max_length=MAX_NAME_CHARS, strict=True,

@@ -15,15 +15,12 @@ from api.deps import NonNegative, PageSize, SessionDep, SettingsDep
 from api.lookups import get_model_or_404
 from api.problems import KEYED_ROUTE_PROBLEMS, ProblemError, problem_responses
 from api.schemas import ListPublic, ModelPublic
+from core.spec import ARCH_MAX_CHARS, PRINTABLE_PATTERN
 
 router = APIRouter(prefix="/models", tags=["models"])
 
 # Multipart framing around the file; a Content-Length beyond limit + this is refused unread.
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
-# What a job's JobSpec.arch accepts (at most 64 characters, no control characters), so a
-# stored arch fits its column and every database can store it (PostgreSQL refuses NUL).
-ARCH_MAX_CHARS = 64
-PRINTABLE_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*$"
 UPLOAD_PROBLEMS = problem_responses(KEYED_ROUTE_PROBLEMS, {
     409: "the key's model or storage quota is reached (quota-models, quota-storage)",
     413: "the upload exceeds SNNCONV_MAX_UPLOAD_MB",
@@ -54,6 +51,8 @@ async def upload(
         ".onnx, .safetensors or a state_dict file; or an .onnx with its external data files "
         "(several 'file' parts, or one zip/tar of them)"))],
     arch: Annotated[str | None, Form(
+        # what a job's JobSpec.arch accepts, so a stored arch fits its column and every
+        # database can store it (PostgreSQL refuses NUL)
         max_length=ARCH_MAX_CHARS, pattern=PRINTABLE_PATTERN,
         description="zoo architecture for weights-only files")] = None,
     name: Annotated[str | None, Form(max_length=200)] = None,
