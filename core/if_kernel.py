@@ -17,6 +17,8 @@ import functools
 import numpy as np
 import torch
 
+from core.graph.layout import flat_in_memory_order, memory_order
+
 try:
     import numba
     from numba import prange
@@ -67,14 +69,14 @@ def integrate_fire_and_pool(steps: torch.Tensor, membrane: torch.Tensor,
     the batch, float64): the pooling's synaptic operations, since each input it covers
     drives exactly one output.
     """
-    fusable = membrane.dim() == 4 and _fusable(steps, membrane, spike_count)
-    if fusable and membrane.is_contiguous() and _kernel("pooled") is not None:
-        return _fused_pooled(_kernel("pooled"), steps, membrane, spike_count, threshold,
-                             amplitude, subtract, pool)
-    if fusable and membrane.is_contiguous(memory_format=torch.channels_last) \
-            and _kernel("pooled channels-last") is not None:
-        return _fused_pooled_channels_last(_kernel("pooled channels-last"), steps, membrane,
-                                           spike_count, threshold, amplitude, subtract, pool)
+    fusable = membrane.dim() == 4 and _fusable(steps, membrane, spike_count) \
+        and _kernel("pooled") is not None
+    if fusable and membrane.is_contiguous():
+        return _fused_pooled(steps, membrane, spike_count, threshold, amplitude, subtract, pool,
+                             channels_last=False)
+    if fusable and membrane.is_contiguous(memory_format=torch.channels_last):
+        return _fused_pooled(steps, membrane, spike_count, threshold, amplitude, subtract, pool,
+                             channels_last=True)
     spikes = _eager(steps, membrane, spike_count, threshold, amplitude, subtract)
     rows, columns = spikes.shape[-2] // pool, spikes.shape[-1] // pool
     events = torch.ne(spikes[..., :rows * pool, :columns * pool], 0).flatten(1).sum(1)
@@ -103,20 +105,7 @@ def _fusable(steps: torch.Tensor, membrane: torch.Tensor, spike_count: torch.Ten
             and not (torch.is_grad_enabled() and steps.requires_grad)
             and steps.stride(0) in (0, first.numel())
             and first.stride() == membrane.stride() == spike_count.stride()
-            and _memory_order(first) is not None)
-
-
-def _memory_order(x: torch.Tensor) -> tuple[int, ...] | None:
-    """The dimension order in which ``x`` is laid out densely (None if it is not dense)."""
-    order = tuple(sorted(range(x.dim()), key=lambda d: -x.stride(d)))
-    return order if x.permute(order).is_contiguous() else None
-
-
-def _flat(x: torch.Tensor, order: tuple[int, ...]) -> torch.Tensor:
-    """A ``[..., N]`` view of ``x``'s trailing dims in memory order (no copy)."""
-    lead = x.dim() - len(order)
-    permuted = x.permute(*range(lead), *(lead + d for d in order))
-    return permuted.reshape(*x.shape[:lead], -1)
+            and memory_order(first) is not None)
 
 
 def _use_torch_threads() -> None:
@@ -125,53 +114,51 @@ def _use_torch_threads() -> None:
 
 def _fused(kernel, steps, membrane, spike_count, threshold, amplitude, subtract):
     first = steps[0]
-    order = _memory_order(first)
+    order = memory_order(first)
     out = torch.empty_strided(steps.shape, (first.numel(), *first.stride()), dtype=first.dtype)
-    current = _flat(steps[:1] if steps.stride(0) == 0 else steps, order)
-    per_neuron = [_flat(torch.empty_like(first).copy_(v.expand(first.shape)), order)
+    def flat(x: torch.Tensor):
+        return flat_in_memory_order(x, order).numpy()
+
+    current = steps[:1] if steps.stride(0) == 0 else steps
+    per_neuron = [flat(torch.empty_like(first).copy_(v.expand(first.shape)))
                   for v in (threshold, amplitude)]
     _use_torch_threads()
-    kernel(current.numpy(), _flat(membrane, order).numpy(), per_neuron[0].numpy(),
-           per_neuron[1].numpy(), _flat(out, order).numpy(), _flat(spike_count, order).numpy(),
-           steps.shape[0], subtract)
+    kernel(flat(current), flat(membrane), per_neuron[0], per_neuron[1], flat(out),
+           flat(spike_count), steps.shape[0], subtract)
     return out
 
 
-def _fused_pooled(kernel, steps, membrane, spike_count, threshold, amplitude, subtract, pool):
+def _fused_pooled(steps, membrane, spike_count, threshold, amplitude, subtract, pool,
+                  channels_last: bool):
+    """The pooled kernel on items of ``[H, W, C']``: each sample (C' = C) when channels-last,
+    each plane (C' = 1, its channel's θ and a) when NCHW."""
     count, batch, channels, height, width = steps.shape
-    out = torch.empty(count, batch, channels, height // pool, width // pool)
-    events = torch.empty(count, batch * channels)
-    current = (steps[:1] if steps.stride(0) == 0 else steps).reshape(-1, batch * channels,
-                                                                     height * width)
-    per_channel = [v.reshape(-1).expand(channels).contiguous() if v.numel() == 1
-                   else v.reshape(-1).contiguous() for v in (threshold, amplitude)]
-    _use_torch_threads()
-    kernel(current.numpy(), membrane.view(-1, height * width).numpy(), per_channel[0].numpy(),
-           per_channel[1].numpy(), out.view(count, -1, *out.shape[3:]).numpy(),
-           spike_count.view(-1, height * width).numpy(), events.numpy(), count, subtract,
-           channels, width, pool)
-    return out, events.double().sum(1)
-
-
-def _fused_pooled_channels_last(kernel, steps, membrane, spike_count, threshold, amplitude,
-                                subtract, pool):
-    count, batch, channels, height, width = steps.shape
-    out = torch.empty(count, batch, height // pool, width // pool, channels)
-    events = torch.empty(count, batch)
-    current = (steps[:1] if steps.stride(0) == 0 else steps).permute(0, 1, 3, 4, 2)
+    rows, columns = height // pool, width // pool
+    current = steps[:1] if steps.stride(0) == 0 else steps
     per_channel = [v.reshape(-1).expand(channels).contiguous() for v in (threshold, amplitude)]
+    if channels_last:
+        out = torch.empty(count, batch, rows, columns, channels)
+        items = batch
+        current, membrane, spike_count = (x.movedim(-3, -1) for x in
+                                          (current, membrane, spike_count))
+        per_channel = [v.view(1, channels) for v in per_channel]
+    else:
+        out = torch.empty(count, batch, channels, rows, columns)
+        items = batch * channels
+        per_channel = [v.view(channels, 1) for v in per_channel]
+    events = torch.empty(count, items)
     _use_torch_threads()
-    kernel(current.reshape(current.shape[0], batch, -1).numpy(),
-           membrane.permute(0, 2, 3, 1).reshape(batch, -1).numpy(), per_channel[0].numpy(),
-           per_channel[1].numpy(), out.view(count, batch, -1).numpy(),
-           spike_count.permute(0, 2, 3, 1).reshape(batch, -1).numpy(), events.numpy(), count,
-           subtract, width, pool)
-    return out.permute(0, 1, 4, 2, 3), events.double().sum(1)
+    _kernel("pooled")(current.reshape(current.shape[0], items, -1).numpy(),
+                      membrane.reshape(items, -1).numpy(), per_channel[0].numpy(),
+                      per_channel[1].numpy(), out.view(count, items, -1).numpy(),
+                      spike_count.reshape(items, -1).numpy(), events.numpy(), count,
+                      subtract, width, pool)
+    return (out.permute(0, 1, 4, 2, 3) if channels_last else out), events.double().sum(1)
 
 
 @functools.cache
 def _kernel(kind: str):
-    """The kernel of ``kind`` ("flat", "pooled", "pooled channels-last"), compiled on first
+    """The kernel of ``kind`` ("flat", "pooled"), compiled on first
     use (seconds each, then loaded from numba's disk cache); None
     where numba is missing or cannot compile it (then the eager path serves)."""
     if numba is None:
@@ -197,21 +184,13 @@ def _flat_example():
 
 
 def _pooled_example():
-    one, plane = np.ones(1, np.float32), np.ones((1, 1, 4), np.float32)
-    return _if_pool_steps, (plane, plane[0] * 0, one, one, np.empty((1, 1, 1, 1), np.float32),
-                            plane[0] * 0, np.empty((1, 1), np.float32), 1, True, 1, 2, 2)
-
-
-def _pooled_channels_last_example():
-    one, plane = np.ones(1, np.float32), np.ones((1, 1, 4), np.float32)
-    return _if_pool_steps_channels_last, (
-        plane, plane[0] * 0, one, one, np.empty((1, 1, 1), np.float32), plane[0] * 0,
-        np.empty((1, 1), np.float32), 1, True, 2, 2)
+    one, plane = np.ones((1, 1), np.float32), np.ones((1, 1, 4), np.float32)
+    return _if_pool_steps, (plane, plane[0] * 0, one, one, np.empty((1, 1, 1), np.float32),
+                            plane[0] * 0, np.empty((1, 1), np.float32), 1, True, 2, 2)
 
 
 # a call with the argument types real calls have, so the first compilation is the one used
-_SMOKE_TESTS = {"flat": _flat_example, "pooled": _pooled_example,
-                "pooled channels-last": _pooled_channels_last_example}
+_SMOKE_TESTS = {"flat": _flat_example, "pooled": _pooled_example}
 
 
 @_jit(parallel=True)
@@ -232,83 +211,99 @@ def _if_steps(current, membrane, threshold, amplitude, out, count, steps, subtra
 
 @_jit(parallel=True)
 def _if_pool_steps(current, membrane, threshold, amplitude, out, count, events, steps,
-                   subtract, channels, width, kernel):
-    """IF, then kernel×kernel average pooling with stride kernel, one plane at a time.
+                   subtract, width, kernel):
+    """IF, then kernel×kernel average pooling with stride kernel, one item at a time.
 
-    current: [T or 1, P, H·W] (P = B·C planes); membrane, count: [P, H·W];
-    out: [T, P, H // kernel, W // kernel]; events: [T, P], the spikes the pooling covers;
-    threshold, amplitude: [C].  The window sums run in the order ``avg_pool2d`` sums them
-    (row-major, float32), then divide by kernel².
+    An item is an ``[H, W, C]`` block, channels innermost: a channels-last sample, or an
+    NCHW plane with C = 1.  current: [T or 1, M, H·W·C] (M items); membrane, count:
+    [M, H·W·C]; out: [T, M, (H // kernel)·(W // kernel)·C]; events: [T, M], the spikes the
+    pooling covers; threshold, amplitude: [R, C], item m using row m mod R.
+
+    The IF step runs over the whole item in memory order (long loops, which vectorise) and
+    writes 0/1; the pooling then counts each window's spikes, n, exactly.  A window holds
+    one channel, so its values are n copies of that channel's amplitude a and zeros, and
+    avg_pool2d's float32 sum of them in any order is the chain a + a + … (n times); the
+    kernel looks that sum up and divides by kernel² as avg_pool2d does.
     """
-    planes, neurons = membrane.shape
-    rows, columns = out.shape[2], out.shape[3]
+    items, neurons = membrane.shape
+    patterns, channels = threshold.shape
+    row_length = width * channels
+    rows, columns = neurons // row_length // kernel, width // kernel
     constant = current.shape[0] == 1
     area = np.float32(kernel * kernel)
-    for plane in prange(planes):
-        theta = np.full(neurons, threshold[plane % channels], np.float32)
-        spike = np.full(neurons, amplitude[plane % channels], np.float32)
-        u, fired_so_far = membrane[plane].copy(), count[plane].copy()
-        spikes = np.empty(neurons, np.float32)
+    # built once, outside the parallel loop (an integer modulo per neuron per item costs as
+    # much as the whole step)
+    thetas = np.empty((patterns, neurons), np.float32)
+    window_sums = np.empty((patterns, kernel * kernel + 1, channels), np.float32)
+    for pattern in range(patterns):
+        for start in range(0, neurons, channels):
+            thetas[pattern, start:start + channels] = threshold[pattern]
+        window_sums[pattern] = _window_sums(amplitude[pattern], kernel * kernel)
+    quarters = amplitude / np.float32(4.0)
+    ones = np.ones(neurons, np.float32)
+    covered_length = columns * kernel * channels
+    for item in prange(items):
+        pattern = item % patterns
+        u, fired_so_far = membrane[item].copy(), count[item].copy()
+        fired = np.empty(neurons, np.float32)
+        column_counts = np.empty(row_length, np.float32)
         for t in range(steps):
-            _if_step(u, current[0 if constant else t, plane], theta, spike, spikes,
+            _if_step(u, current[0 if constant else t, item], thetas[pattern], ones, fired,
                      fired_so_far, subtract)
-            covered = 0  # an integer, so that the loops vectorise without reassociation
+            covered = 0
             for r in range(rows):
-                for c in range(columns):
-                    total = np.float32(0.0)
-                    for dr in range(kernel):
-                        for dc in range(kernel):
-                            value = spikes[(r * kernel + dr) * width + c * kernel + dc]
-                            total += value
-                            covered += value != 0
-                    out[t, plane, r, c] = total / area
-            events[t, plane] = covered
-        membrane[plane] = u
-        count[plane] = fired_so_far
+                pooled = out[t, item, r * columns * channels:(r + 1) * columns * channels]
+                for dr in range(kernel):
+                    band = fired[(r * kernel + dr) * row_length:]
+                    for i in range(covered_length):
+                        covered += band[i] != 0
+                    if dr == 0:
+                        for i in range(row_length):
+                            column_counts[i] = band[i]
+                    else:
+                        for i in range(row_length):
+                            column_counts[i] += band[i]
+                _pool_row(column_counts, pooled, window_sums[pattern], quarters[pattern], kernel,
+                          area)
+            events[t, item] = covered
+        membrane[item] = u
+        count[item] = fired_so_far
 
 
-@_jit(parallel=True)
-def _if_pool_steps_channels_last(current, membrane, threshold, amplitude, out, count, events,
-                                 steps, subtract, width, kernel):
-    """``_if_pool_steps`` for channels-last tensors, one sample at a time.
+@_jit(inline="always")
+def _pool_row(column_counts, out, window_sums, quarters, kernel, area):
+    """One output row from its windows' spike counts per input column (``column_counts``,
+    [W·C]); ``out``: [(W // kernel)·C].  For 2×2 windows, a + a + … (n times) is exactly
+    n·a (n ≤ 4), so the output is n·(a/4) without the table."""
+    channels = window_sums.shape[1]
+    columns = out.shape[0] // channels
+    if kernel == 2:
+        for c in range(columns):
+            at, cell = 2 * c * channels, c * channels
+            for channel in range(channels):
+                n = column_counts[at + channel] + column_counts[at + channels + channel]
+                out[cell + channel] = n * quarters[channel]
+        return
+    for c in range(columns):
+        at, cell = c * kernel * channels, c * channels
+        for channel in range(channels):
+            n = column_counts[at + channel]
+            for dc in range(1, kernel):
+                n += column_counts[at + dc * channels + channel]
+            out[cell + channel] = window_sums[int(n), channel] / area
 
-    current: [T or 1, B, H·W·C]; membrane, count: [B, H·W·C];
-    out: [T, B, (H // kernel)·(W // kernel)·C]; events: [T, B]; threshold, amplitude: [C].
-    """
-    batch, neurons = membrane.shape
-    channels = threshold.shape[0]
-    columns = width // kernel
-    rows = out.shape[2] // (columns * channels) if columns else 0
-    constant = current.shape[0] == 1
-    area = np.float32(kernel * kernel)
-    theta = np.empty(neurons, np.float32)
-    spike = np.empty(neurons, np.float32)
-    for i in range(neurons):
-        theta[i], spike[i] = threshold[i % channels], amplitude[i % channels]
-    for sample in prange(batch):
-        u, fired_so_far = membrane[sample].copy(), count[sample].copy()
-        spikes = np.empty(neurons, np.float32)
-        for t in range(steps):
-            _if_step(u, current[0 if constant else t, sample], theta, spike, spikes,
-                     fired_so_far, subtract)
-            covered = 0  # an integer, so that the loops vectorise without reassociation
-            for r in range(rows):
-                for c in range(columns):
-                    cell = (r * columns + c) * channels
-                    for channel in range(channels):
-                        out[t, sample, cell + channel] = 0.0
-                    for dr in range(kernel):
-                        for dc in range(kernel):
-                            at = ((r * kernel + dr) * width + c * kernel + dc) * channels
-                            for channel in range(channels):
-                                value = spikes[at + channel]
-                                out[t, sample, cell + channel] += value
-                                covered += value != 0
-                    for channel in range(channels):
-                        out[t, sample, cell + channel] /= area
-            events[t, sample] = covered
-        membrane[sample] = u
-        count[sample] = fired_so_far
+
+@_jit(inline="always")
+def _window_sums(amplitude, size):
+    """[n, c]: n copies of amplitude[c] added one by one in float32, n = 0 … size."""
+    sums = np.empty((size + 1, amplitude.shape[0]), np.float32)
+    for channel in range(amplitude.shape[0]):
+        total = np.float32(0.0)
+        sums[0, channel] = total
+        for n in range(1, size + 1):
+            total += amplitude[channel]
+            sums[n, channel] = total
+    return sums
 
 
 @_jit(inline="always")

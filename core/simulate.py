@@ -20,7 +20,12 @@ from torch import fx, nn
 
 from core.energy import analog_layers, device_of, microjoules, synaptic_fanouts
 from core.graph.fusion import fuse_if_outputs
-from core.graph.layout import as_channels_last, channels_last
+from core.graph.layout import (
+    as_channels_last,
+    channels_last,
+    flat_in_memory_order,
+    memory_order,
+)
 from core.graph.spiking import (
     constant_input_is_safe,
     modules_downstream_of,
@@ -100,24 +105,45 @@ class _SynapticCounter:
         self.recording = True
         self.counted: list[tuple[str, torch.Tensor]] = []  # (layer, events × fan-out per step)
         self._scratch: torch.Tensor | None = None
+        self._ordered_fanouts: dict[tuple[str, tuple[int, ...]], torch.Tensor] = {}
 
-    def _events(self, x: torch.Tensor) -> torch.Tensor:
-        """1.0 where ``x`` is non-zero, 0.0 elsewhere: one kernel into a reused buffer."""
+    def _events(self, name: str, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """1.0 where ``x`` is non-zero, 0.0 elsewhere, as ``[rows, N]`` in ``x``'s memory order
+        (one contiguous kernel into a reused buffer), and ``name``'s fan-out in that order.
+
+        Counting in the memory order matters: ``ne`` from a channels-last input into an NCHW
+        buffer is a strided pass ~25× slower.  The dot products are of small integers, so
+        they do not depend on the order (while a sample's total stays below 2**24).
+        """
+        order = memory_order(x)
+        if order is None or order[0] != 0:
+            x, order = x.contiguous(), tuple(range(x.dim()))
+        sample_order = tuple(d - 1 for d in order[1:])
+        flat = flat_in_memory_order(x, sample_order)
         scratch = self._scratch
         if scratch is None or scratch.numel() < x.numel() or scratch.dtype != x.dtype \
                 or scratch.device != x.device:
             scratch = self._scratch = torch.empty(x.numel(), dtype=x.dtype, device=x.device)
-        return torch.ne(x, 0, out=scratch[:x.numel()].view(x.shape))
+        events = torch.ne(flat, 0, out=scratch[:flat.numel()].view(flat.shape))
+        return events, self._fanout_in(name, x.shape[1:], sample_order)
+
+    def _fanout_in(self, name: str, shape: torch.Size, order: tuple[int, ...]) -> torch.Tensor:
+        key = (name, order)
+        if key not in self._ordered_fanouts:
+            fanout = self.fanouts[name].view(shape)
+            self._ordered_fanouts[key] = flat_in_memory_order(fanout, order).contiguous()
+        return self._ordered_fanouts[key]
 
     def _hook(self, name: str):
         def count(module: nn.Module, args: tuple) -> None:
             if not self.recording:
                 return
             x = args[0]
-            fanout = self.fanouts[name]
             if self.event_scale is None:
-                events = self._events(x).view(self.steps, -1, fanout.numel())
+                events, fanout = self._events(name, x)
+                events = events.view(self.steps, -1, fanout.numel())
             else:
+                fanout = self.fanouts[name]
                 events = (x * self.event_scale[name]).reshape(1, -1, fanout.numel())
             # per-sample sums stay well inside float32's exact integers; the batch total not
             self.counted.append((name, (events @ fanout).double().sum(1)))
@@ -230,10 +256,11 @@ def bytes_per_sample_step(reference: fx.GraphModule, sample_shape: tuple[int, ..
 
 
 # On a CPU a convolution's working set falls out of the caches when one call carries too many
-# rows (steps × batch).  The value came from the NCHW sweep (cnn-small, batch 100: 400–800 rows
-# 1.3–1.6× faster than 3,200); `python -m benchmarks.bench_speed` prints the sweep again
-# (benchmarks.md §6), and with channels-last convolutions its best is nearer 1,600 rows.
-CPU_ROWS_PER_CHUNK = 512
+# rows (steps × batch), while short calls pay Python and dispatch overhead per call.  On the
+# channels-last simulation of cnn-small at batch 100 the sweep that
+# `python -m benchmarks.bench_speed` prints (benchmarks.md §6) was fastest at 800 rows in three
+# runs (8–13 % under 400 or 1,600 rows).
+CPU_ROWS_PER_CHUNK = 800
 
 
 def chunk_steps(steps: int, batch_size: int, bytes_per_step: int, memory_budget_mb: float,

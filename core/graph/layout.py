@@ -36,3 +36,16 @@ def channels_last(network: fx.GraphModule) -> fx.GraphModule:
 def as_channels_last(x: torch.Tensor) -> torch.Tensor:
     """``x`` in channels-last layout if it is 4-D (batch, channels, height, width)."""
     return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+
+
+def memory_order(x: torch.Tensor) -> tuple[int, ...] | None:
+    """The dimension order in which ``x`` is laid out densely (None if it is not dense)."""
+    order = tuple(sorted(range(x.dim()), key=lambda d: -x.stride(d)))
+    return order if x.permute(order).is_contiguous() else None
+
+
+def flat_in_memory_order(x: torch.Tensor, order: tuple[int, ...]) -> torch.Tensor:
+    """A ``[..., N]`` view of ``x``'s trailing dims in memory ``order`` (no copy)."""
+    lead = x.dim() - len(order)
+    permuted = x.permute(*range(lead), *(lead + d for d in order))
+    return permuted.reshape(*x.shape[:lead], -1)
