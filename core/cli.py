@@ -21,6 +21,7 @@ from pydantic.fields import FieldInfo
 from core import __version__
 from core.datasets import catalog
 from core.errors import SnnconvError, one_line
+from core.latency_choice import choice_lines
 from core.progress import ProgressEvent
 from core.report import REPORT_FILES, accuracy_table
 from core.spec import METHODS, CQOptions, JobSpec
@@ -147,6 +148,8 @@ def _convert(args: argparse.Namespace) -> int:
     with _ProgressBar(args.quiet) as bar:
         report = pipeline.run_into(spec, args.out, bar)
     print(accuracy_table(report))
+    if report.latency_choice is not None:
+        print("\n" + "\n".join(choice_lines(report.latency_choice)))
     files = ", ".join((*REPORT_FILES, *report.artifacts))
     print(f"\nreport files written to {args.out}/ ({files})")
     return 0
@@ -289,6 +292,11 @@ def _add_convert(subparsers) -> None:
     _add_spec_option(p, "input_encoding", "input coding of the classic methods")
     _add_spec_option(p, "reset", "membrane reset after a spike")
     _add_spec_option(p, "percentile", "robust-norm percentile")
+    _add_spec_option(p, "target_accuracy", "choice of T: report each method's smallest t "
+                     "reaching this top-1 (a fraction, e.g. 0.97) and recommend a method",
+                     unset="none")
+    _add_spec_option(p, "max_gap", "choice of T against the ANN: the target is its top-1 "
+                     "less this gap (a fraction, e.g. 0.01)", unset="none")
     _add_spec_option(p, "mean", "comma-separated per-channel input mean, with --std",
                      unset="none", type=_floats)
     _add_spec_option(p, "std", "comma-separated per-channel input std, with --mean",

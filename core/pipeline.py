@@ -29,6 +29,7 @@ from core.graph.modules import ChannelAffine
 from core.inference import batched_logits
 from core.ingest import load_model
 from core.job_defaults import resolve as resolve_defaults
+from core.latency_choice import choose_latency
 from core.methods import ConversionContext, convert
 from core.preflight import PreflightReport
 from core.progress import ProgressCallback, ProgressEvent, ignore_progress
@@ -227,6 +228,8 @@ def _report(job: PreparedJob, ann_result: AnnResult, results: list, artifacts: l
     """The report of a prepared job: what it ran on and the results of its methods."""
     ctx, dataset = job.ctx, job.dataset
     extra = {} if seconds is None else {"seconds": seconds}
+    choice = choose_latency(results, ann_result.top1, ctx.spec.target_accuracy,
+                            ctx.spec.max_gap)
     return Report(
         snnconv_version=__version__, created_at=datetime.now(UTC),
         spec=report_spec(ctx.spec),
@@ -235,7 +238,8 @@ def _report(job: PreparedJob, ann_result: AnnResult, results: list, artifacts: l
                             input_shape=list(dataset.input_shape),
                             num_classes=dataset.num_classes),
         device=str(ctx.device), model=job.model, ann=ann_result, methods=results,
-        energy_model=energy, versions=_versions(), artifacts=artifacts, **extra)
+        energy_model=energy, versions=_versions(), artifacts=artifacts, latency_choice=choice,
+        **extra)
 
 
 def run_into(spec: JobSpec, out_dir: Path,
@@ -372,8 +376,12 @@ def merge_shards(directory: Path) -> Report:
         raise ValueError(f"shards {missing} have no result")
     results = shards.merge([found[i] for i in range(len(plan["bounds"]))])
     analog = any(result.analog_input for result in results)
-    return Report.model_validate(plan["report"]).model_copy(update={
-        "methods": results, "energy_model": energy_model(analog),
+    skeleton = Report.model_validate(plan["report"])
+    spec = skeleton.spec
+    choice = choose_latency(results, skeleton.ann.top1, spec.get("target_accuracy"),
+                            spec.get("max_gap"))
+    return skeleton.model_copy(update={
+        "methods": results, "energy_model": energy_model(analog), "latency_choice": choice,
         "created_at": datetime.now(UTC), "seconds": time.time() - plan["began"]})
 
 

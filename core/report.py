@@ -94,6 +94,26 @@ class ModelInfo(BaseModel):
                                      description="option → why it has the value it has")
 
 
+class MethodChoice(BaseModel):
+    method: str
+    t: int | None = Field(description="smallest t whose top-1 meets the target; None: no "
+                                      "t ≤ T does")
+    end_to_end_steps: int | None = Field(
+        description="steps from the first input to that readout")
+    top1: float | None = None
+    sops: float | None = Field(None, description="synaptic operations per sample up to t")
+    energy_uj: float | None = None
+
+
+class LatencyChoice(BaseModel):
+    target_top1: float = Field(description="the top-1 (a fraction) each method must reach")
+    basis: str = Field(description="how the target was set")
+    methods: list[MethodChoice]
+    recommended: str | None = Field(description="the method meeting the target soonest end "
+                                                "to end; None when none meets it")
+    reason: str
+
+
 class Report(BaseModel):
     snnconv_version: str
     created_at: datetime
@@ -107,6 +127,9 @@ class Report(BaseModel):
     versions: dict[str, str] = Field(default_factory=dict)
     artifacts: list[str] = Field(
         default_factory=list, description="extra files beside the report (the CQ network)")
+    latency_choice: LatencyChoice | None = Field(
+        None, description="with target_accuracy or max_gap: each method's smallest t meeting "
+                          "the target, and the recommended method (core.latency_choice)")
     seconds: float = 0.0
 
 
@@ -220,11 +243,16 @@ def accuracy_figure(report: Report):
 
     figure = Figure(figsize=(7, 4.2), dpi=110)
     axes = figure.add_subplot()
+    colours = {}
     for result in report.methods:
         steps = range(1, len(result.top1) + 1)
-        axes.plot(steps, [100 * a for a in result.top1], label=result.method, linewidth=1.6)
+        (line,) = axes.plot(steps, [100 * a for a in result.top1], label=result.method,
+                            linewidth=1.6)
+        colours[result.method] = line.get_color()
     axes.axhline(100 * report.ann.top1, color="black", linestyle="--", linewidth=1,
                  label=f"ANN {100 * report.ann.top1:.2f} %")
+    if report.latency_choice is not None:
+        _mark_choice(axes, report.latency_choice, colours)
     longest = max((len(r.top1) for r in report.methods), default=1)
     if longest >= 16:
         axes.set_xscale("log", base=2)
@@ -237,6 +265,16 @@ def accuracy_figure(report: Report):
     axes.legend(loc="lower right", fontsize=8)
     figure.tight_layout()
     return figure
+
+
+def _mark_choice(axes, choice: LatencyChoice, colours: dict[str, str]) -> None:
+    """The target as a dotted line, and each method's first t meeting it as a dot."""
+    axes.axhline(100 * choice.target_top1, color="grey", linestyle=":", linewidth=1,
+                 label=f"target {100 * choice.target_top1:.2f} %")
+    for method in choice.methods:
+        if method.t is not None:
+            axes.plot([method.t], [100 * method.top1], marker="o", markersize=5,
+                      color=colours[method.method], linestyle="none")
 
 
 def write_report_files(report: Report, out_dir: Path) -> dict[str, Path]:

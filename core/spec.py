@@ -158,6 +158,14 @@ class JobSpec(BaseModel):
         description=f"per-channel input std (at most {MAX_CHANNELS} positive numbers)")
     memory_budget_mb: int = Field(1024, ge=16, le=1_000_000, strict=True)
     cq: CQOptions = Field(default_factory=CQOptions)
+    target_accuracy: float | None = Field(
+        None, gt=0, le=1, strict=True, allow_inf_nan=False,
+        description="choice of T: report the smallest t at which each method reaches this "
+                    "top-1 (a fraction), and recommend a method")
+    max_gap: float | None = Field(
+        None, ge=0, lt=1, strict=True, allow_inf_nan=False,
+        description="choice of T with the target set to the ANN's top-1 less this gap "
+                    "(a fraction: 0.01 is one point)")
 
     @field_validator("methods")
     @classmethod
@@ -165,6 +173,12 @@ class JobSpec(BaseModel):
         if len(set(methods)) != len(methods):
             raise ValueError("each method may appear once")
         return methods
+
+    @model_validator(mode="after")
+    def _one_target(self) -> JobSpec:
+        if self.target_accuracy is not None and self.max_gap is not None:
+            raise ValueError("give target_accuracy or max_gap, not both")
+        return self
 
     @model_validator(mode="after")
     def _mean_std_pair(self) -> JobSpec:
