@@ -10,7 +10,7 @@ tie.  It reads the report's curves only; nothing is simulated again.
 
 from __future__ import annotations
 
-from core.report import LatencyChoice, MethodChoice, MethodResult
+from core.report import LatencyChoice, MethodChoice, MethodResult, readout_latency
 
 
 def target_top1(ann_top1: float, target_accuracy: float | None,
@@ -29,9 +29,7 @@ def _first_meeting(result: MethodResult, target: float) -> MethodChoice:
     t = next((t for t, top1 in enumerate(result.top1, start=1) if top1 >= target - 1e-12), None)
     if t is None:
         return MethodChoice(method=result.method, t=None, end_to_end_steps=None)
-    latency = result.latency
-    return MethodChoice(method=result.method, t=t,
-                        end_to_end_steps=latency.end_to_end_steps - latency.window + t,
+    return MethodChoice(method=result.method, t=t, end_to_end_steps=readout_latency(result, t),
                         top1=result.top1[t - 1], sops=result.sops[t - 1],
                         energy_uj=result.energy_uj[t - 1])
 

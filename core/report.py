@@ -136,12 +136,26 @@ class Report(BaseModel):
 REPORT_FILES = ("report.json", "report.csv", "accuracy.svg", "accuracy.png")
 
 
+def neuron_class(result: MethodResult) -> str:
+    """"if" for an anytime binary-IF network, "asg" for accumulate-then-spike."""
+    return "if" if result.latency.anytime else "asg"
+
+
+def readout_latency(result: MethodResult, t: int) -> int:
+    """Steps from the first input to the readout after step t of the method's window."""
+    return result.latency.end_to_end_steps - result.latency.window + t
+
+
 def report_csv(report: Report) -> str:
-    """One row per method x t, plus the ANN's accuracy on every row for reference."""
+    """One row per method x t, plus the ANN's accuracy on every row for reference.
+
+    ``neuron_class`` and ``end_to_end_steps`` say what each row's t means: an ASG row's t is
+    step t of the last layer's window, read (depth − 1)·T steps later than an IF row's."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(
-        ["method", "t", "top1", "top5", "agreement", "sops", "energy_uj", "ann_top1"]
+        ["method", "neuron_class", "t", "end_to_end_steps", "top1", "top5", "agreement",
+         "sops", "energy_uj", "ann_top1"]
     )
     for result in report.methods:
         for t, row in enumerate(
@@ -151,8 +165,9 @@ def report_csv(report: Report) -> str:
         ):
             top1, top5, agree, sops, energy = row
             writer.writerow(
-                [result.method, t, f"{top1:.6f}", f"{top5:.6f}", f"{agree:.6f}",
-                 f"{sops:.1f}", f"{energy:.6f}", f"{report.ann.top1:.6f}"]
+                [result.method, neuron_class(result), t, readout_latency(result, t),
+                 f"{top1:.6f}", f"{top5:.6f}", f"{agree:.6f}", f"{sops:.1f}", f"{energy:.6f}",
+                 f"{report.ann.top1:.6f}"]
             )
     return buffer.getvalue()
 
@@ -246,8 +261,12 @@ def accuracy_figure(report: Report):
     colours = {}
     for result in report.methods:
         steps = range(1, len(result.top1) + 1)
-        (line,) = axes.plot(steps, [100 * a for a in result.top1], label=result.method,
-                            linewidth=1.6)
+        asg = neuron_class(result) == "asg"
+        # an ASG curve's t is not an IF curve's moment: its label says when it is read
+        label = (f"{result.method} (ASG: read {readout_latency(result, 0)} + t steps after "
+                 "the input)" if asg else result.method)
+        (line,) = axes.plot(steps, [100 * a for a in result.top1], label=label,
+                            linewidth=1.6, linestyle="-." if asg else "-")
         colours[result.method] = line.get_color()
     axes.axhline(100 * report.ann.top1, color="black", linestyle="--", linewidth=1,
                  label=f"ANN {100 * report.ann.top1:.2f} %")

@@ -23,7 +23,8 @@ from core.report import (
 )
 from tests.core.report_fixtures import make_report
 
-CSV_COLUMNS = ["method", "t", "top1", "top5", "agreement", "sops", "energy_uj", "ann_top1"]
+CSV_COLUMNS = ["method", "neuron_class", "t", "end_to_end_steps", "top1", "top5", "agreement",
+               "sops", "energy_uj", "ann_top1"]
 
 
 @pytest.fixture
@@ -76,6 +77,11 @@ def test_csv_has_one_row_per_method_and_t_with_its_accuracies(report, tmp_path):
     assert len(records) == len(expected) == 12
     for record, (result, t) in zip(records, expected, strict=True):
         assert (record["method"], int(record["t"])) == (result.method, t)
+        # what t means: an IF readout after t steps; an ASG one after the earlier layers'
+        # windows as well (the fixture's cq-asg: depth 3, window 8)
+        asg = result.method == "cq-asg"
+        assert record["neuron_class"] == ("asg" if asg else "if")
+        assert int(record["end_to_end_steps"]) == (16 + t if asg else t)
         for column in ("top1", "top5", "agreement", "energy_uj"):
             assert float(record[column]) == pytest.approx(getattr(result, column)[t - 1],
                                                           abs=5e-7)
@@ -93,7 +99,9 @@ def test_figures_are_an_svg_document_and_a_png_image(report, tmp_path):
     svg = files["accuracy.svg"].read_text()
     assert ET.fromstring(svg).tag == "{http://www.w3.org/2000/svg}svg"
     texts = _svg_texts(svg)
-    assert {"robust-norm", "cq-asg", "ANN 97.10 %"} <= set(texts)  # one line per method
+    # one line per method; the ASG one says when its t is read
+    assert {"robust-norm", "cq-asg (ASG: read 16 + t steps after the input)",
+            "ANN 97.10 %"} <= set(texts)
     assert [str(t) for t in range(1, 9)] == texts[:8]  # t = 1 … 8 on a linear axis
     assert files["accuracy.png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
