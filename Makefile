@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint bench bench-peers load clean
+.PHONY: install demo serve test test-fast lint bench bench-peers load clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,12 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/snnconv demo --out out/demo
+
+# The demo page on http://127.0.0.1:8000/ (embedded worker, anonymous demo scope), with the
+# example models built first (once: about a minute).
+serve: $(STAMP)
+	$(BIN)/snnconv examples
+	SNNCONV_AUTH=demo $(BIN)/snnconv serve
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

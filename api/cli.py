@@ -94,10 +94,27 @@ def serve(host: str = "127.0.0.1", port: int = 8000, *, with_worker: bool | None
         app = create_app(settings)
         app.state.worker_supervisor = supervisor  # /readyz is 503 while the worker is down
         freeze_start_up_objects()
+        print(f"snnconv serve: the demo page is at {page_url(host, port)}", flush=True)
         uvicorn.run(app, host=host, port=port, log_level=loglevel)
     finally:
         if supervisor is not None:
             supervisor.stop()
+
+
+def page_url(host: str, port: int) -> str:
+    """The address a browser opens (a wildcard bind is reached through loopback)."""
+    shown = "127.0.0.1" if host in ("0.0.0.0", "") else f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}/"
+
+
+def build_examples(data_dir: Path | None = None) -> None:
+    """Build the example models the page offers into the settings' examples folder."""
+    from api.settings import get_settings
+    from core.examples import build_examples as build
+
+    _apply_overrides(data_dir)
+    for path in build(get_settings().examples_path):
+        print(f"example ready: {path}")
 
 
 WORKER_NICENESS = 19
@@ -230,7 +247,8 @@ _DATA_DIR_HELP = ("uploads, results and the SQLite files (default: $SNNCONV_DATA
 
 
 def add_service_commands(subparsers) -> None:
-    """Add ``serve``, ``worker``, ``migrate`` and ``keys`` to an argparse subparsers object."""
+    """Add ``serve``, ``worker``, ``migrate``, ``examples`` and ``keys`` to an argparse subparsers
+    object."""
     from api.keys import add_keys_command
 
     serve_parser = subparsers.add_parser(
@@ -261,6 +279,10 @@ def add_service_commands(subparsers) -> None:
     migrate_parser = subparsers.add_parser("migrate", help="create/upgrade the job store schema")
     migrate_parser.add_argument("--data-dir", type=Path, default=None, help=_DATA_DIR_HELP)
     migrate_parser.set_defaults(handler=lambda a: run_migrations(a.data_dir))
+    examples_parser = subparsers.add_parser(
+        "examples", help="build the example models the demo page offers (about a minute, once)")
+    examples_parser.add_argument("--data-dir", type=Path, default=None, help=_DATA_DIR_HELP)
+    examples_parser.set_defaults(handler=lambda a: build_examples(a.data_dir))
     add_keys_command(subparsers, _DATA_DIR_HELP)
 
 

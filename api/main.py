@@ -1,5 +1,5 @@
 """Builds the FastAPI application: routers under /v1, problem+json errors (in the OpenAPI
-too), OpenAPI ids."""
+too), OpenAPI ids, and the demo page at /."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from api.db import make_engine, migrate, session_factory
 from api.limits import install_request_limits
 from api.problems import document_problems, install_problem_handlers
 from api.queue import create_celery
-from api.routes import datasets, health, jobs, models
+from api.routes import datasets, examples, health, jobs, models, page
 from api.settings import Settings, get_settings
 from api.urls import API_PREFIX
 
@@ -76,7 +76,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                            expose_headers=["Location"])
     install_problem_handlers(app)
     install_problem_openapi(app)
-    for router in (models.router, jobs.router, datasets.router):
+    for router in (models.router, jobs.router, datasets.router, examples.router):
         app.include_router(router, prefix=API_PREFIX)
     app.include_router(health.router)
+    page.install(app)
     return app

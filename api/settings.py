@@ -12,6 +12,7 @@ from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 UPLOADS_DIRNAME = "uploads"
+EXAMPLES_DIRNAME = "examples"
 RESULTS_DIRNAME = "results"
 BROKER_DB_FILENAME = "broker.sqlite"
 JOB_DB_FILENAME = "snnconv.sqlite"
@@ -39,6 +40,10 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path(".snnconv"), description="uploads/ and results/ live here")
     datasets_dir: Path | None = Field(
         None, description="read-only dataset directory handed to jobs as JobSpec.data_dir"
+    )
+    examples_dir: Path | None = Field(
+        None, description="the example models offered beside uploads (`snnconv examples` "
+                          "builds them); None: examples/ inside data_dir"
     )
     database_url: str | None = Field(
         None,
@@ -174,6 +179,10 @@ class Settings(BaseSettings):
     @property
     def results_dir(self) -> Path:
         return self.data_dir / RESULTS_DIRNAME
+
+    @property
+    def examples_path(self) -> Path:
+        return self.examples_dir or self.data_dir / EXAMPLES_DIRNAME
 
     @property
     def max_upload_bytes(self) -> int:

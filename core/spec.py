@@ -84,15 +84,18 @@ class CQOptions(BaseModel):
         None, ge=0, le=500, strict=True,
         description="None: 0 for an upload that is already CQ-trained, else 2; 0 needs a "
                     "CQ-trained upload")
-    learning_rate: float = Field(1e-3, gt=0, le=10, strict=True, allow_inf_nan=False)
+    learning_rate: float = Field(1e-3, gt=0, le=10, strict=True, allow_inf_nan=False,
+                                 description="learning rate of the CQ fine-tuning")
     surrogate_margin: float | None = Field(
         None, ge=0, le=16, strict=True, allow_inf_nan=False,
         description="straight-through window [-k/L, m + k/L] in levels k; 0 is the paper's "
                     "[0, m]; None: 1 at T = 1, else 0 (see docs/methods.md)")
-    optimizer: Literal["adam", "sgd", "adadelta"] = Field("adam")
+    optimizer: Literal["adam", "sgd", "adadelta"] = Field(
+        "adam", description="optimiser of the CQ fine-tuning")
     lr_decay: float = Field(0.7, gt=0, le=1, strict=True, allow_inf_nan=False,
                             description="learning rate factor per epoch")
-    augment: bool = Field(False, strict=True)
+    augment: bool = Field(False, strict=True,
+                          description="shift and noise the training images while fine-tuning")
     keep_batchnorm: bool | None = Field(
         None, strict=True,
         description="fine-tune with BatchNorm unfolded; None: only at T = 1 (see docs)")
@@ -114,7 +117,8 @@ class CQOptions(BaseModel):
         description="learning rate of spike-aware fine-tuning; None: learning_rate")
     ctt_eta: float = Field(0.01, gt=0, le=10, strict=True, allow_inf_nan=False,
                            description="CTT step size eta")
-    ctt_batches: int = Field(20, ge=1, le=100_000, strict=True)
+    ctt_batches: int = Field(20, ge=1, le=100_000, strict=True,
+                             description="calibration batches of threshold tuning (cq-ctt)")
 
 
 class JobSpec(BaseModel):
@@ -131,23 +135,30 @@ class JobSpec(BaseModel):
         "mnist-5k", min_length=1, max_length=MAX_NAME_CHARS, strict=True,
         description="dataset name, e.g. mnist-5k, digits, imagefolder:<name>")
     data_dir: Annotated[Path | None, AfterValidator(_plain_path)] = None
-    methods: list[MethodName] = Field(default_factory=lambda: ["robust-norm"], min_length=1,
-                                      max_length=len(METHODS), strict=True)
+    methods: list[MethodName] = Field(
+        default_factory=lambda: ["robust-norm"], min_length=1, max_length=len(METHODS),
+        strict=True, json_schema_extra={"default": ["robust-norm"]},
+        description="conversion methods to compare, each once: one simulation and one curve "
+                    "per method")
     timesteps: int | None = Field(
         None, ge=1, le=4096, strict=True,
         description="T_max: one run reports every t <= T; None: m·L of a CQ-trained upload, "
                     "else 32")
-    batch_size: int = Field(100, ge=1, le=4096, strict=True)
-    calib_samples: int = Field(1000, ge=1, le=MAX_SAMPLES, strict=True)
+    batch_size: int = Field(100, ge=1, le=4096, strict=True,
+                            description="samples simulated together")
+    calib_samples: int = Field(1000, ge=1, le=MAX_SAMPLES, strict=True,
+                               description="training samples that calibrate the thresholds")
     eval_samples: int | None = Field(None, ge=1, le=MAX_SAMPLES, strict=True,
                                      description="None: the whole test split")
     seed: int = Field(0, ge=0, le=MAX_SEED, strict=True,
                       description=f"random seed, 0..{MAX_SEED} (2**32 - 1)")
-    device: Literal["cpu", "cuda", "auto"] = Field("auto")
+    device: Literal["cpu", "cuda", "auto"] = Field(
+        "auto", description="where to run; auto: CUDA when available")
     input_encoding: Literal["direct", "rate", "poisson"] = Field(
         "direct", description="input coding of the classic methods"
     )
-    reset: Literal["subtract", "zero"] = Field("subtract")
+    reset: Literal["subtract", "zero"] = Field(
+        "subtract", description="membrane reset after a spike: subtract θ, or to zero")
     percentile: float = Field(99.9, gt=0, le=100, strict=True, allow_inf_nan=False,
                               description="robust-norm percentile")
     mean: list[FiniteFloat] | None = Field(
@@ -156,7 +167,9 @@ class JobSpec(BaseModel):
     std: list[FiniteFloat] | None = Field(
         None, min_length=1, max_length=MAX_CHANNELS, strict=True,
         description=f"per-channel input std (at most {MAX_CHANNELS} positive numbers)")
-    memory_budget_mb: int = Field(1024, ge=16, le=1_000_000, strict=True)
+    memory_budget_mb: int = Field(
+        1024, ge=16, le=1_000_000, strict=True,
+        description="memory the simulation may use for its chunk of time steps")
     cq: CQOptions = Field(default_factory=CQOptions)
     target_accuracy: float | None = Field(
         None, gt=0, le=1, strict=True, allow_inf_nan=False,

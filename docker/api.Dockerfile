@@ -19,6 +19,9 @@ RUN pip install . \
     && useradd --uid 10001 --create-home snnconv \
     && mkdir -p /data/uploads /data/results /datasets \
     && chown -R snnconv /data
+# The example models the demo page offers (the demo CNN trained on the MNIST digits that ship
+# in the image, and its CQ fine-tune), built once into the image: about a minute.
+RUN python -m api.cli examples && chown -R snnconv /data/examples
 USER snnconv
 
 EXPOSE 8000

@@ -137,3 +137,15 @@ def stored_files(settings):
                       for folder in (settings.uploads_dir, settings.results_dir)
                       for p in folder.rglob("*") if p.is_file())
     return list_files
+
+
+@pytest.fixture(scope="session")
+def built_examples(tmp_path_factory) -> Path:
+    """The real example models (``snnconv examples``: the demo CNN trained on mnist-5k and its
+    CQ fine-tuned ONNX export), built once per session: about a minute."""
+    from core.examples import EXAMPLES, build_examples
+
+    directory = tmp_path_factory.mktemp("examples")
+    paths = build_examples(directory, quiet=True)
+    assert [path.name for path in paths] == [example.filename for example in EXAMPLES]
+    return directory

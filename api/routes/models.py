@@ -8,9 +8,9 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Request, Response, UploadFile, status
 from sqlalchemy import func, select
 
-from api import files, uploads
+from api import files, model_store, uploads
 from api.auth import OwnerDep, require_model_room
-from api.db import JobRecord, JobStatus, ModelRecord, new_id
+from api.db import JobRecord, JobStatus, ModelRecord
 from api.deps import NonNegative, PageSize, SessionDep, SettingsDep
 from api.lookups import get_model_or_404
 from api.problems import KEYED_ROUTE_PROBLEMS, ProblemError, problem_responses
@@ -61,36 +61,15 @@ async def upload(
 
     An ONNX model with external data is stored as one self-contained ``model.onnx``.
     """
-    from core import sandbox  # pre-flight runs in a child process; torch stays out of the API
-
     _refuse_oversized_request(request, settings.max_upload_bytes)
     # database calls go to a thread: on the event loop a busy database would stall every
     # other request while this one waits
     await asyncio.to_thread(require_model_room, session, owner, settings)
     with files.private_folder(settings.uploads_dir) as folder:
         prepared = await uploads.prepare_model(file, folder, settings.max_upload_bytes)
-        staged = prepared.staged
-        await asyncio.to_thread(require_model_room, session, owner, settings,
-                                staged.size_bytes)
-        limits = sandbox.Limits(settings.preflight_cpu_seconds, settings.preflight_memory_mb,
-                                settings.preflight_timeout_s)
-        report = await asyncio.to_thread(sandbox.inspect_untrusted, staged.path, arch or None,
-                                         limits)
-        model_id = new_id()
-        final = files.accept_upload(staged, files.model_dir(settings.uploads_dir, model_id))
-    record = ModelRecord(
-        id=model_id, owner_id=owner.id, name=files.model_name(name, prepared.filename, model_id),
-        filename=final.name,
-        format=report.format, arch=arch or None, input_shape=list(report.input_shape),
-        preflight=report.model_dump(mode="json"), size_bytes=staged.size_bytes,
-        sha256=staged.sha256)
-    try:
-        session.add(record)
-        await asyncio.to_thread(session.commit)
-    except BaseException:
-        files.remove_tree(final.parent)
-        raise
-    return record
+        return await model_store.store_model(session, settings, owner, prepared.staged,
+                                             arch=arch or None, name=name,
+                                             filename=prepared.filename)
 
 
 @router.get("", response_model=ListPublic[ModelPublic], responses=LIST_PROBLEMS)

@@ -161,6 +161,26 @@ def test_api_command_parses_and_ports_agree(compose):
     assert _dockerfile_cmd(dockerfile) == command
 
 
+def test_the_api_image_builds_the_example_models_into_its_examples_folder():
+    import argparse
+
+    from api.settings import Settings
+
+    dockerfile = (ROOT / "docker" / "api.Dockerfile").read_text()
+    runs = [line.split("RUN ", 1)[1] for line in dockerfile.splitlines()
+            if line.startswith("RUN ") and "api.cli examples" in line]
+    assert len(runs) == 1, "one RUN builds the examples"
+    command = runs[0].split("&&")[0].split()
+    assert command[:3] == ["python", "-m", "api.cli"]
+    parser = argparse.ArgumentParser()
+    add_service_commands(parser.add_subparsers(dest="command", required=True))
+    assert parser.parse_args(command[3:]).command == "examples"
+    # built where the API looks for them: inside the image's data dir
+    data_dir = re.search(r"SNNCONV_DATA_DIR=(\S+)", dockerfile).group(1)
+    examples = Settings(data_dir=data_dir).examples_path.as_posix()
+    assert f"chown -R snnconv {examples}" in runs[0]
+
+
 def test_worker_runs_the_celery_app_on_the_configured_queue(compose):
     workers = _active_workers(compose)
     assert workers, "no active worker service"
