@@ -1,4 +1,4 @@
-"""Operation counts and the energy estimate (Horowitz, ISSCC 2014, 45 nm, 32-bit float).
+"""Operation counts and the energy estimate (per-operation energies: ``core.hardware``).
 
 E_ANN = E_MAC · Σ_l MAC_l.   E_SNN(t) = E_MAC · MAC_analog + E_AC · Σ_{τ≤t} SOP(τ),
 SOP(τ) = Σ_l Σ_i e_i^l(τ) · fanout_i^l, where e_i^l(τ) is the number of spike events arriving
@@ -16,15 +16,14 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from core.graph import patterns as P
 from core.graph.analysis import is_activation
+from core.hardware import PROFILES, quantised_ann_profile, spike_count_bits
 from core.neurons import is_neuron
-from core.report import EnergyModel
-
-E_MAC_PJ = 4.6
-E_AC_PJ = 0.9
+from core.report import EnergyModel, QuantisedAnn
 
 
-def energy_model(analog_input: bool) -> EnergyModel:
-    """The constants and the assumptions stated in every report."""
+def energy_model(analog_input: bool, profile: str) -> EnergyModel:
+    """The hardware profile's constants and the assumptions stated in every report."""
+    hardware = PROFILES[profile]
     assumptions = [
         "ANN: every multiply-accumulate of Conv, Linear and pooling layers costs E_MAC",
         "SNN: every spike event costs one accumulate (E_AC) per synapse it reaches",
@@ -33,7 +32,19 @@ def energy_model(analog_input: bool) -> EnergyModel:
     if analog_input:
         assumptions.append("direct (analog) input: layers fed by the input are computed once "
                            "and counted as MACs")
-    return EnergyModel(e_mac_pj=E_MAC_PJ, e_ac_pj=E_AC_PJ, assumptions=assumptions)
+    assumptions.append("quantised ANN baseline: ⌈log2(T+1)⌉-bit activations and 8-bit weights "
+                       "on an 8-bit integer MAC (a 32-bit one above 8 bits)")
+    return EnergyModel(profile=hardware.name, e_mac_pj=hardware.e_mac_pj,
+                       e_ac_pj=hardware.e_ac_pj, source=hardware.source,
+                       assumptions=assumptions)
+
+
+def quantised_ann(macs: int, timesteps: int) -> QuantisedAnn:
+    """The baseline an SNN of T steps should beat: the ANN at ⌈log2(T+1)⌉-bit activations."""
+    bits = spike_count_bits(timesteps)
+    hardware = quantised_ann_profile(bits)
+    return QuantisedAnn(bits=bits, profile=hardware.name, e_mac_pj=hardware.e_mac_pj,
+                        energy_uj=hardware.microjoules(macs=macs))
 
 
 def device_of(module: nn.Module) -> torch.device:
@@ -110,5 +121,5 @@ def analog_layers(gm: fx.GraphModule) -> set[str]:
     return result
 
 
-def microjoules(macs: float = 0.0, accumulates: float = 0.0) -> float:
-    return (E_MAC_PJ * macs + E_AC_PJ * accumulates) * 1e-6
+def microjoules(profile: str, macs: float = 0.0, accumulates: float = 0.0) -> float:
+    return PROFILES[profile].microjoules(macs, accumulates)

@@ -22,7 +22,14 @@ from torch import fx, nn
 
 from core import __version__, network_files, shards
 from core.datasets import Dataset, Split, load_dataset, take
-from core.energy import count_macs, device_of, energy_model, microjoules, synaptic_fanouts
+from core.energy import (
+    count_macs,
+    device_of,
+    energy_model,
+    microjoules,
+    quantised_ann,
+    synaptic_fanouts,
+)
 from core.errors import InvalidSpec
 from core.graph import adapt_input_layout, canonicalize, preflight, require_convertible, trace
 from core.graph.modules import ChannelAffine
@@ -149,15 +156,17 @@ def prepare(spec: JobSpec, stage_progress=lambda *_: None) -> PreparedJob:
                                        defaults=defaults))
 
 
-def _ann_result(ann: fx.GraphModule, evaluation: Split, batch_size: int,
+def _ann_result(ann: fx.GraphModule, evaluation: Split, spec: JobSpec,
                 sample_shape: tuple[int, ...]) -> AnnResult:
-    """The ANN's own accuracy on the evaluation samples, its MACs and energy."""
-    logits = batched_logits(ann, evaluation.x, batch_size, device_of(ann))
+    """The ANN's own accuracy on the evaluation samples, its MACs and energy (on the spec's
+    hardware, and as a quantised ANN of as many bits as the spec's T spikes count)."""
+    logits = batched_logits(ann, evaluation.x, spec.batch_size, device_of(ann))
     labels = torch.from_numpy(evaluation.y)
     macs = sum(count_macs(synaptic_fanouts(ann, sample_shape)).values())
     return AnnResult(top1=int(topk_correct(logits, labels, 1)) / len(labels),
                      top5=int(topk_correct(logits, labels, 5)) / len(labels),
-                     macs=macs, energy_uj=microjoules(macs=macs))
+                     macs=macs, energy_uj=microjoules(spec.energy_profile, macs=macs),
+                     quantised=quantised_ann(macs, spec.timesteps))
 
 
 CQ_MODEL_FILES = ("cq-model.onnx", "cq-model.safetensors")
@@ -196,7 +205,7 @@ def run(spec: JobSpec, progress: ProgressCallback = ignore_progress,
     ctx, dataset, evaluation, device = job.ctx, job.dataset, job.evaluation, job.ctx.device
     spec = ctx.spec
     stages.emit("load", 1.0, "evaluating the ANN")
-    ann_result = _ann_result(ctx.ann, evaluation, spec.batch_size, dataset.input_shape)
+    ann_result = _ann_result(ctx.ann, evaluation, spec, dataset.input_shape)
     results = []
     for index, method in enumerate(spec.methods):
         stages.method_index, stages.method = index, method
@@ -206,11 +215,12 @@ def run(spec: JobSpec, progress: ProgressCallback = ignore_progress,
         results.append(simulate(
             snn, evaluation.x, evaluation.y, sample_shape=dataset.input_shape,
             batch_size=spec.batch_size, device=device, memory_budget_mb=spec.memory_budget_mb,
+            energy_profile=spec.energy_profile,
             progress=lambda f, partial: stages.emit("simulate", f, "simulating", partial)))
     artifacts = export_cq_model(ctx, Path(artifacts_dir)) if artifacts_dir else []
     stages.emit("report", 1.0, "done")
     analog = any(result.analog_input for result in results)
-    return _report(job, ann_result, results, artifacts, energy_model(analog),
+    return _report(job, ann_result, results, artifacts, energy_model(analog, spec.energy_profile),
                    seconds=time.perf_counter() - began)
 
 
@@ -310,7 +320,7 @@ def share_networks(spec: JobSpec, out_dir: Path, shard_size: int,
     ctx, dataset, evaluation = job.ctx, job.dataset, job.evaluation
     spec = ctx.spec
     emit("load", 1.0, "evaluating the ANN")
-    ann_result = _ann_result(ctx.ann, evaluation, spec.batch_size, dataset.input_shape)
+    ann_result = _ann_result(ctx.ann, evaluation, spec, dataset.input_shape)
     names = []
     for index, method in enumerate(spec.methods):
         current.update(method=method, index=index)
@@ -322,7 +332,7 @@ def share_networks(spec: JobSpec, out_dir: Path, shard_size: int,
         names.append(name)
         emit("convert", 1.0, f"{method} converted and stored")
     artifacts = export_cq_model(ctx, out_dir)
-    skeleton = _report(job, ann_result, [], artifacts, energy_model(False))
+    skeleton = _report(job, ann_result, [], artifacts, energy_model(False, spec.energy_profile))
     bounds = shards.shard_bounds(len(evaluation.y), shard_size, spec.batch_size)
     # the full spec (with its paths) for the shards; the report's spec names files only
     plan = {"report": skeleton.model_dump(mode="json"), "spec": spec.model_dump(mode="json"),
@@ -355,7 +365,8 @@ def evaluate_shard(directory: Path, index: int, device: str | None = None):
         snn = network_files.load_network(directory, name)
         result = simulate(snn, x, y, sample_shape=dataset.input_shape,
                           batch_size=spec.batch_size, device=target,
-                          memory_budget_mb=spec.memory_budget_mb)
+                          memory_budget_mb=spec.memory_budget_mb,
+                          energy_profile=spec.energy_profile)
         methods.append(shards.to_shard(result, len(y)))
     shard = shards.ShardResult(index=index, start=start, stop=stop, methods=methods)
     shards.write_shard(shard, shard_path(directory, index))
@@ -381,7 +392,8 @@ def merge_shards(directory: Path) -> Report:
     choice = choose_latency(results, skeleton.ann.top1, spec.get("target_accuracy"),
                             spec.get("max_gap"))
     return skeleton.model_copy(update={
-        "methods": results, "energy_model": energy_model(analog), "latency_choice": choice,
+        "methods": results, "latency_choice": choice,
+        "energy_model": energy_model(analog, skeleton.energy_model.profile),
         "created_at": datetime.now(UTC), "seconds": time.time() - plan["began"]})
 
 

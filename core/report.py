@@ -20,10 +20,20 @@ from core.paths import atomic_write_bytes
 class EnergyModel(BaseModel):
     """Energy per operation and the assumptions behind the estimate."""
 
+    profile: str = Field("horowitz-45nm-fp32", description="the hardware profile (core.hardware)")
     e_mac_pj: float = 4.6
     e_ac_pj: float = 0.9
     source: str = "Horowitz, ISSCC 2014, 45 nm CMOS, 32-bit floating point"
     assumptions: list[str] = Field(default_factory=list)
+
+
+class QuantisedAnn(BaseModel):
+    """The ANN with activations of as many bits as T binary spikes can count."""
+
+    bits: int = Field(description="⌈log2(T + 1)⌉ for the job's T")
+    profile: str = Field(description="the integer arithmetic it is costed on")
+    e_mac_pj: float
+    energy_uj: float = Field(description="E_MAC of that arithmetic x MACs per sample")
 
 
 class AnnResult(BaseModel):
@@ -31,6 +41,9 @@ class AnnResult(BaseModel):
     top5: float
     macs: int = Field(description="multiply-accumulates per sample")
     energy_uj: float = Field(description="E_MAC x MACs per sample, in microjoules")
+    quantised: QuantisedAnn | None = Field(
+        None, description="the same MACs on a ⌈log2(T+1)⌉-bit integer ANN: a baseline as "
+                          "frugal with bits as the SNN")
 
 
 class LayerStats(BaseModel):
@@ -218,6 +231,20 @@ def _same_evaluation(reports: tuple[Report, ...]) -> None:
                          "images; these reports differ in dataset, samples or ANN")
 
 
+def _quantised_lines(reports: tuple[Report, ...]) -> list[str]:
+    """The quantised-ANN baseline of each distinct T among the reports."""
+    lines, seen = [], set()
+    for report in reports:
+        quantised, steps = report.ann.quantised, report.spec.get("timesteps")
+        if quantised is None or steps in seen:
+            continue
+        seen.add(steps)
+        lines.append(f"as a {quantised.bits}-bit integer ANN (the bits {steps} steps of spikes "
+                     f"count): {quantised.energy_uj:.3f} µJ per image ({quantised.profile}, "
+                     f"{quantised.e_mac_pj:g} pJ per MAC)")
+    return lines
+
+
 def accuracy_table(*reports: Report) -> str:
     """Top-1 (%) at t = 1, 2, 4, …, T for every method of one or more reports, beside the ANN.
 
@@ -235,8 +262,9 @@ def accuracy_table(*reports: Report) -> str:
     ann = first.ann
     lines = [f"ANN top-1: {100 * ann.top1:.2f} % on {first.dataset.eval_samples} "
              f"{first.dataset.name} test images; energy {ann.energy_uj:.3f} µJ per image "
-             f"({ann.macs:,} MACs × {first.energy_model.e_mac_pj:g} pJ)",
-             header, "-" * len(header)]
+             f"({ann.macs:,} MACs × {first.energy_model.e_mac_pj:g} pJ, "
+             f"{first.energy_model.profile})",
+             *_quantised_lines(reports), header, "-" * len(header)]
     for anytime, heading in NEURON_CLASSES:
         group = [result for result in results if result.latency.anytime == anytime]
         if group:

@@ -32,6 +32,7 @@ from core.graph.spiking import (
     nodes_downstream_of,
     terminal_activations,
 )
+from core.hardware import DEFAULT_PROFILE
 from core.neurons import FusedIFNeuron, MultiStep, neurons_of, reset_state, set_steps
 from core.report import LayerStats, MethodResult
 from core.snn import SpikingNetwork
@@ -357,8 +358,10 @@ def _simulate_asg_batch(snn: SpikingNetwork, network: fx.GraphModule, x, y, refe
 
 def simulate(snn: SpikingNetwork, x: np.ndarray, y: np.ndarray, *, sample_shape: tuple[int, ...],
              batch_size: int, device: torch.device, memory_budget_mb: float,
+             energy_profile: str = DEFAULT_PROFILE,
              progress: StepProgress | None = None) -> MethodResult:
-    """Run ``snn`` on the evaluation samples and summarise it as a MethodResult."""
+    """Run ``snn`` on the evaluation samples and summarise it as a MethodResult (energy on
+    ``energy_profile``'s hardware, ``core.hardware``)."""
     began = time.perf_counter()
     network = snn.network.to(device).eval()
     layout = _identity
@@ -404,12 +407,12 @@ def simulate(snn: SpikingNetwork, x: np.ndarray, y: np.ndarray, *, sample_shape:
         counter.close()
         reset_state(network)
     sops = tally.fractions(tally.sops)
-    analog_energy = microjoules(macs=analog_macs)
+    analog_energy = microjoules(energy_profile, macs=analog_macs)
     return MethodResult(
         method=snn.method,
         top1=tally.fractions(tally.top1), top5=tally.fractions(tally.top5),
         agreement=tally.fractions(tally.agree), sops=sops,
-        energy_uj=[analog_energy + microjoules(accumulates=s) for s in sops],
+        energy_uj=[analog_energy + microjoules(energy_profile, accumulates=s) for s in sops],
         latency=snn.latency, layers=_layer_reports(tally),
         reference_top1=tally.reference_correct / max(tally.samples, 1), parameters=snn.parameters,
         analog_input=snn.encoder.analog,

@@ -7,6 +7,8 @@ from typing import Annotated, Literal, get_args
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from core.hardware import DEFAULT_PROFILE, ProfileName
+
 # The method names, stated here only; core.methods.CONVERTERS has one converter for each
 # (tests/core/test_methods.py checks that).
 ClassicMethod = Literal["max-norm", "robust-norm", "half-threshold", "channel-norm"]
@@ -171,6 +173,9 @@ class JobSpec(BaseModel):
         1024, ge=16, le=1_000_000, strict=True,
         description="memory the simulation may use for its chunk of time steps")
     cq: CQOptions = Field(default_factory=CQOptions)
+    energy_profile: ProfileName = Field(
+        DEFAULT_PROFILE, description="the hardware the energy estimate assumes (Horowitz, "
+                                     "45 nm): fp32, fp16, int32 or int8 arithmetic")
     target_accuracy: float | None = Field(
         None, gt=0, le=1, strict=True, allow_inf_nan=False,
         description="choice of T: report the smallest t at which each method reaches this "
