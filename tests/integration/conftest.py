@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.services import reset_external_state
+from tests.services import require, reset_external_state
 
 ROOT = Path(__file__).resolve().parents[2]
 REDIS_URL = "redis://127.0.0.1:6379/9"
@@ -53,13 +53,7 @@ def _unreachable() -> str | None:
 
 
 def _require_external_services() -> None:
-    problem = _unreachable()
-    if problem is None:
-        return
-    message = f"{NEEDS}; {problem}"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
+    require(NEEDS, _unreachable())
 
 
 def _clean_env(data_dir: Path, **extra: str) -> dict[str, str]:

@@ -24,6 +24,7 @@ from tests.integration.conftest import (
     _stop,
     _wait_ready,
 )
+from tests.services import require
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = ROOT / "out" / "web"
@@ -45,13 +46,7 @@ def _missing() -> str | None:
 
 
 def _require_browser() -> None:
-    problem = _missing()
-    if problem is None:
-        return
-    message = f"{NEEDS}; {problem}"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
+    require(NEEDS, _missing())
 
 
 @pytest.fixture(scope="module")
