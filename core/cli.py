@@ -292,6 +292,9 @@ def _add_convert(subparsers) -> None:
     _add_spec_option(p, "input_encoding", "input coding of the classic methods")
     _add_spec_option(p, "reset", "membrane reset after a spike")
     _add_spec_option(p, "percentile", "robust-norm percentile")
+    _add_spec_option(p, "potential_correction_batches",
+                     "post-conversion calibration of IF methods: batches that correct each "
+                     "layer's initial membrane (0: off)")
     _add_spec_option(p, "energy_profile", "hardware of the energy estimate (Horowitz, 45 nm)")
     _add_spec_option(p, "target_accuracy", "choice of T: report each method's smallest t "
                      "reaching this top-1 (a fraction, e.g. 0.97) and recommend a method",

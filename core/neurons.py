@@ -19,6 +19,11 @@ from core.if_kernel import integrate_and_fire, integrate_fire_and_pool
 ResetMode = Literal["subtract", "zero"]
 
 
+def channel_sums(values: torch.Tensor) -> torch.Tensor:
+    """``values`` [B, C, ...] summed per channel over the batch and positions: [C]."""
+    return values.transpose(0, 1).reshape(values.shape[1], -1).sum(1)
+
+
 def per_channel(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """Broadcast a scalar or per-channel [C] tensor against ``like`` of shape [B, C, ...]."""
     if values.numel() == 1:
@@ -64,7 +69,8 @@ class IFNeuron(MultiStep):
         s[t] = 1 if u[t] ≥ θ else 0
         u[t] ← u[t] − s[t]·θ   (reset by subtraction)   or   u[t] ← 0 if s[t]   (reset to zero)
         o[t] = s[t]·a          (a: spike amplitude, θ unless given)
-        u[0] = f·θ             (f = 0, or ½ for the half-threshold start)
+        u[0] = f·θ + Δu        (f = 0, or ½ for the half-threshold start; Δu per channel,
+                                0 unless post-conversion calibration set it)
 
     θ and a are a scalar (per layer) or a vector with one entry per channel.  Over T steps
     the mean output (1/T)·Σ o[t] approximates clamp(I, 0, θ)·a/θ; negative membrane is kept.
@@ -85,6 +91,7 @@ class IFNeuron(MultiStep):
             torch.as_tensor(amplitude, dtype=torch.float32).reshape(-1)
         self.register_buffer("threshold", threshold.clone())
         self.register_buffer("amplitude", amplitude.clone())
+        self.register_buffer("initial_offset", torch.zeros(1))
         self.reset_mode = reset
         self.initial_fraction = float(initial_fraction)
 
@@ -100,7 +107,8 @@ class IFNeuron(MultiStep):
         first = steps[0]
         theta = per_channel(self.threshold, first)
         if self.membrane is None:
-            self.membrane = torch.zeros_like(first) + self.initial_fraction * theta
+            self.membrane = (torch.zeros_like(first) + self.initial_fraction * theta
+                             + per_channel(self.initial_offset, first))
             self.spike_count = torch.zeros_like(first)
         return steps, theta, per_channel(self.amplitude, first)
 
@@ -130,6 +138,7 @@ class FusedIFNeuron(IFNeuron):
     def __init__(self, neuron: IFNeuron, output_amplitude: torch.Tensor, pool: int | None):
         super().__init__(neuron.threshold, neuron.amplitude, neuron.reset_mode,
                          neuron.initial_fraction)
+        self.initial_offset = neuron.initial_offset.clone()
         self.register_buffer("output_amplitude", output_amplitude.clone())
         self.pool = pool
 

@@ -173,6 +173,12 @@ class JobSpec(BaseModel):
         1024, ge=16, le=1_000_000, strict=True,
         description="memory the simulation may use for its chunk of time steps")
     cq: CQOptions = Field(default_factory=CQOptions)
+    potential_correction_batches: int = Field(
+        0, ge=0, le=1000, strict=True,
+        description="IF methods (classic, cq-if, cq-ctt): after conversion, correct each "
+                    "layer's initial membrane per channel, layer by layer, so that its mean "
+                    "output over T on this many calibration batches matches the reference "
+                    "ANN's; 0: off")
     energy_profile: ProfileName = Field(
         DEFAULT_PROFILE, description="the hardware the energy estimate assumes (Horowitz, "
                                      "45 nm): fp32, fp16, int32 or int8 arithmetic")

@@ -18,6 +18,7 @@ from core.methods import (
     robust_norm,
 )
 from core.methods.context import ConversionContext
+from core.methods.potential_correction import correct_potentials
 from core.snn import SpikingNetwork
 from core.spec import MethodName
 
@@ -33,8 +34,10 @@ CONVERTERS: dict[MethodName, Callable[[ConversionContext], SpikingNetwork]] = {
 
 
 def convert(method: MethodName, ctx: ConversionContext) -> SpikingNetwork:
-    """Build the spiking network of ``method`` from the context's ANN."""
-    return CONVERTERS[method](ctx)
+    """Build the spiking network of ``method`` from the context's ANN; an IF network then
+    gets the post-conversion potential correction when the spec asks for it."""
+    return correct_potentials(CONVERTERS[method](ctx), ctx,
+                              ctx.spec.potential_correction_batches)
 
 
 __all__ = ["CONVERTERS", "ConversionContext", "convert"]

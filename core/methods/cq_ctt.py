@@ -28,15 +28,10 @@ from core.methods.cq import (
     if_parameters,
     spike_finetuned,
 )
-from core.neurons import ASGNeuron, neurons_of, reset_state, set_steps
+from core.neurons import ASGNeuron, channel_sums, neurons_of, reset_state, set_steps
 from core.snn import SpikingNetwork
 
 MIN_THRESHOLD_FRACTION = 0.05
-
-
-def _channel_counts(count: torch.Tensor) -> torch.Tensor:
-    """Spike counts summed per channel over batch and positions: [C]."""
-    return count.transpose(0, 1).reshape(count.shape[1], -1).sum(1)
 
 
 def tune_thresholds(ctx: ConversionContext, cq: CQNetwork) -> tuple[dict[str, torch.Tensor],
@@ -64,7 +59,7 @@ def tune_thresholds(ctx: ConversionContext, cq: CQNetwork) -> tuple[dict[str, to
             for name, neuron in neurons.items():
                 count = neuron.spike_count
                 per_position = count.numel() / count.shape[1] * steps
-                diff = (_channel_counts(teachers[name].spike_count) - _channel_counts(count))
+                diff = (channel_sums(teachers[name].spike_count) - channel_sums(count))
                 diff = diff / per_position
                 theta = neuron.threshold.expand_as(diff) - options.ctt_eta * diff * cq.clamp_max
                 neuron.threshold = theta.clamp(min=floor)
