@@ -10,6 +10,11 @@ const FINISHED = new Set(["succeeded", "failed", "cancelled"]);
 // Options shown up front; every other JobCreate property goes under "More options".
 const MAIN_OPTIONS = ["dataset", "methods", "timesteps", "eval_samples"];
 const SKIP_OPTIONS = new Set(["model_id", "cq"]);
+// What an empty nullable field means where it is not "the server chooses".
+const EMPTY_MEANS = {
+  target_accuracy: { help: "Empty: no choice of T.", placeholder: "off" },
+  max_gap: { help: "Empty: no choice of T. Give this or a target accuracy, not both.", placeholder: "off" },
+};
 // Colour-blind-safe palette (Okabe & Ito), readable on light and dark backgrounds.
 const PALETTE = ["#0072b2", "#d55e00", "#009e73", "#cc79a7", "#e69f00", "#56b4e9", "#8a7f00"];
 const LAYER_METRICS = [
@@ -479,11 +484,11 @@ function describe(prop) {
     title: prop.title || resolved.title };
 }
 
-function helpText(info) {
+function helpText(info, path) {
   const parts = [];
   if (info.description) parts.push(info.description.replace(/\.?$/, "."));
   if (info.default !== undefined && info.default !== null) parts.push(`Default: ${formatValue(info.default)}.`);
-  else if (info.nullable) parts.push("Empty: the server chooses.");
+  else if (info.nullable) parts.push(EMPTY_MEANS[path] ? EMPTY_MEANS[path].help : "Empty: the server chooses.");
   return parts.join(" ");
 }
 
@@ -520,7 +525,7 @@ function buildField(path, prop) {
   const info = describe(prop);
   const ids = fieldIds(path);
   const error = el("p", { class: "field-error", id: ids.error, hidden: true });
-  const help = el("p", { class: "help", id: ids.help, text: helpText(info) });
+  const help = el("p", { class: "help", id: ids.help, text: helpText(info, path) });
   if (path === "methods") return buildMethods(info, help, error);
   const wrapper = el("div", { class: "field", "data-field": path });
   const label = el("label", { for: ids.input, text: info.title || path });
@@ -563,7 +568,8 @@ function buildField(path, prop) {
     const max = base.maximum ?? base.exclusiveMaximum;
     input = el("input", { id: ids.input, name: path, type: "number", inputmode: base.type === "integer" ? "numeric" : "decimal",
       step: base.type === "integer" ? "1" : "any", min, max,
-      placeholder: info.nullable ? "auto" : null, "aria-describedby": described });
+      placeholder: info.nullable ? (EMPTY_MEANS[path] ? EMPTY_MEANS[path].placeholder : "auto") : null,
+      "aria-describedby": described });
     input.value = info.default ?? "";
   } else if (base.type === "array") {
     kind = "list";
@@ -856,7 +862,9 @@ function renderReport(jobId, report) {
     series: report.methods.map((m) => ({ name: m.method, colour: methodColour(m.method),
       values: m.top1.map((a) => 100 * a) })),
     reference: { name: "ann", label: "ANN", value: 100 * ann.top1 },
+    marks: report.latency_choice ? choiceMarks(report, report.latency_choice) : null,
   });
+  renderChoice(report.latency_choice);
   renderAccuracyTable(report, steps);
   renderLatency(report);
   renderEnergy(report, steps);
@@ -867,6 +875,59 @@ function renderReport(jobId, report) {
 
 function cell(text, attrs = {}) {
   return el("td", { ...attrs, text });
+}
+
+const reached = (choice) => choice.t !== null && choice.t !== undefined;
+
+/** The choice of T on the accuracy chart: the target's dotted line, a ring per method at its t. */
+function choiceMarks(report, choice) {
+  const target = 100 * choice.target_top1;
+  return {
+    target: { value: target, label: `target ${formatAccuracy(choice.target_top1)} %` },
+    points: choice.methods.filter(reached).map((c) => {
+      const result = report.methods.find((m) => m.method === c.method);
+      const top1 = c.top1 ?? (result ? result.top1[c.t - 1] : choice.target_top1);
+      return { name: c.method, t: c.t, value: 100 * top1, colour: methodColour(c.method),
+        recommended: c.method === choice.recommended,
+        label: `${c.method} meets the target at t = ${c.t} (${c.end_to_end_steps} steps end to end): ` +
+          `${formatAccuracy(top1)} %${c.method === choice.recommended ? ", recommended" : ""}` };
+    }),
+  };
+}
+
+/** report.latency_choice: the target, each method's smallest t meeting it, the recommendation. */
+function renderChoice(choice) {
+  const box = $("#choice");
+  if (!choice) {
+    $("#choice-table").replaceChildren();
+    show(box, false);
+    return;
+  }
+  $("#choice-target").textContent =
+    `Top-1 ≥ ${formatAccuracy(choice.target_top1)} % (${choice.basis}): the smallest t at which ` +
+    "each method reaches it, and the end-to-end steps a reader waits for that readout.";
+  $("#choice-table").replaceChildren(
+    el("thead", {}, el("tr", {}, ...["method", "t", "end-to-end steps", "top-1 (%)", "SOPs/sample"]
+      .map((h) => el("th", { scope: "col", text: h })))),
+    el("tbody", {}, ...choice.methods.map((c) => {
+      const recommended = c.method === choice.recommended;
+      const name = el("th", { scope: "row" }, el("span", { class: "item-name", text: c.method }),
+        recommended ? el("span", { class: "badge", text: "recommended" }) : null);
+      if (!reached(c)) {
+        return el("tr", { "data-method": c.method, "data-reached": "false" }, name,
+          cell("not reached", { "data-col": "t", class: "muted" }),
+          cell("–", { "data-col": "steps" }), cell("–", { "data-col": "top1" }),
+          cell("–", { "data-col": "sops" }));
+      }
+      return el("tr", { "data-method": c.method, "data-reached": "true",
+        "data-recommended": recommended ? "true" : null }, name,
+      cell(String(c.t), { "data-col": "t" }),
+      cell(String(c.end_to_end_steps ?? "–"), { "data-col": "steps" }),
+      cell(c.top1 === null || c.top1 === undefined ? "–" : formatAccuracy(c.top1), { "data-col": "top1" }),
+      cell(c.sops === null || c.sops === undefined ? "–" : formatCount(c.sops), { "data-col": "sops" }));
+    })));
+  $("#choice-reason").textContent = choice.reason.replace(/\.?$/, ".");
+  show(box);
 }
 
 function renderAccuracyTable(report, steps) {
@@ -905,12 +966,17 @@ function renderEnergy(report, steps) {
   const ann = report.ann;
   const table = $("#energy-table");
   const ratio = (uj) => (ann.energy_uj > 0 ? `${(uj / ann.energy_uj).toFixed(2)}×` : "–");
+  const quantised = ann.quantised || null;
   table.replaceChildren(
     el("thead", {}, el("tr", {}, ...["", "operations per sample", "energy per sample (µJ)", "vs ANN"]
       .map((h) => el("th", { scope: "col", text: h })))),
     el("tbody", {},
       el("tr", { "data-method": "ann" }, el("th", { scope: "row", text: "ANN" }),
         cell(`${formatCount(ann.macs)} MACs`), cell(formatEnergy(ann.energy_uj)), cell("1.00×")),
+      quantised ? el("tr", { "data-method": "ann-quantised" },
+        el("th", { scope: "row", text: `ANN, ${quantised.bits}-bit integer (${quantised.profile})` }),
+        cell(`${formatCount(ann.macs)} MACs`), cell(formatEnergy(quantised.energy_uj)),
+        cell(ratio(quantised.energy_uj))) : null,
       ...report.methods.map((m) => {
         const last = m.sops.length - 1;
         return el("tr", { "data-method": m.method },
@@ -919,9 +985,16 @@ function renderEnergy(report, steps) {
           cell(ratio(m.energy_uj[last] ?? 0)));
       })));
   const model = report.energy_model;
-  $("#energy-note").textContent = model
-    ? `Cumulative up to each t. ${model.e_mac_pj} pJ per MAC, ${model.e_ac_pj} pJ per SOP (${model.source}).`
-    : "Cumulative up to each t.";
+  let note = "Cumulative up to each t.";
+  if (model) {
+    note += ` Energy profile ${model.profile || "horowitz-45nm-fp32"}: ${model.e_mac_pj} pJ per MAC, ` +
+      `${model.e_ac_pj} pJ per SOP (${model.source}).`;
+  }
+  if (quantised) {
+    note += ` The ${quantised.bits}-bit integer ANN (the bits a spike count over T steps needs) does ` +
+      `the same MACs at ${quantised.e_mac_pj} pJ each (${quantised.profile}).`;
+  }
+  $("#energy-note").textContent = note;
   let chart = $("#energy-chart");
   if (!chart) {
     chart = el("div", { class: "chart", id: "energy-chart", "data-chart": "energy" });
@@ -1039,7 +1112,7 @@ function niceCeil(value) {
  * A line chart of values per time step t = 1..xMax (log2 axis from 16 steps on).
  * Each series is one <g data-series="name">; the reference (the ANN) is a dashed line.
  */
-function lineChart(container, { label, xMax, yMax, yLabel, format, series, reference }) {
+function lineChart(container, { label, xMax, yMax, yLabel, format, series, reference, marks }) {
   // drawn at the width it is shown at, so its text keeps its size on a phone
   const W = Math.round(Math.max(300, Math.min(760, container.clientWidth || 640)));
   const H = W < 500 ? 240 : 300;
@@ -1103,6 +1176,21 @@ function lineChart(container, { label, xMax, yMax, yLabel, format, series, refer
     });
     chart.append(group);
   }
+  // marks: a target (a dotted line, data-target-line) and points (rings, data-choice); neither
+  // is a data-series
+  const target = marks && marks.target;
+  if (target) {
+    const y = yOf(target.value);
+    chart.append(svg("g", { "data-target-line": true, class: "target-line" }, svgTitle(target.label),
+      svg("line", { x1: m.left, x2: m.left + pw, y1: y, y2: y, stroke: "currentColor",
+        "stroke-width": 2, "stroke-dasharray": "0.5 5", "stroke-linecap": "round" }),
+      svg("text", { x: m.left + 6, y: y + 15, class: "axis-label", text: target.label })));
+  }
+  for (const point of (marks && marks.points) || []) {
+    chart.append(svg("circle", { "data-choice": point.name, class: "choice-dot", cx: xOf(point.t),
+      cy: yOf(point.value), r: point.recommended ? 8 : 6, fill: "none", stroke: point.colour,
+      "stroke-width": point.recommended ? 3 : 2 }, svgTitle(point.label)));
+  }
   const guide = svg("line", { y1: m.top, y2: m.top + ph, class: "guide", visibility: "hidden" });
   const overlay = svg("rect", { x: m.left, y: m.top, width: pw, height: ph, class: "overlay" });
   chart.append(guide, overlay);
@@ -1115,7 +1203,16 @@ function lineChart(container, { label, xMax, yMax, yLabel, format, series, refer
     reference ? el("li", { "data-legend": reference.name },
       svg("svg", { width: 22, height: 10, "aria-hidden": "true" },
         svg("line", { x1: 0, x2: 22, y1: 5, y2: 5, stroke: "currentColor", "stroke-width": 2, "stroke-dasharray": "5 3" })),
-      ` ${reference.label} ${format(reference.value)}`) : null);
+      ` ${reference.label} ${format(reference.value)}`) : null,
+    target ? el("li", { "data-legend": "target" },
+      svg("svg", { width: 22, height: 10, "aria-hidden": "true" },
+        svg("line", { x1: 1, x2: 21, y1: 5, y2: 5, stroke: "currentColor", "stroke-width": 2,
+          "stroke-dasharray": "0.5 4", "stroke-linecap": "round" })),
+      ` ${target.label}`) : null,
+    marks && marks.points && marks.points.length ? el("li", { "data-legend": "choice" },
+      svg("svg", { width: 14, height: 14, "aria-hidden": "true" },
+        svg("circle", { cx: 7, cy: 7, r: 5, fill: "none", stroke: "currentColor", "stroke-width": 2 })),
+      " each method's t meeting it") : null);
   overlay.addEventListener("pointermove", (event) => {
     const box = chart.getBoundingClientRect();
     const x = ((event.clientX - box.left) / box.width) * W;
@@ -1126,7 +1223,8 @@ function lineChart(container, { label, xMax, yMax, yLabel, format, series, refer
     guide.setAttribute("visibility", "visible");
     tooltip.replaceChildren(el("strong", { text: `t = ${t}` }),
       ...series.filter((s) => t <= s.values.length).map((s) => el("div", { text: `${s.name}: ${format(s.values[t - 1])}` })),
-      reference ? el("div", { text: `${reference.label}: ${format(reference.value)}` }) : null);
+      reference ? el("div", { text: `${reference.label}: ${format(reference.value)}` }) : null,
+      target ? el("div", { text: target.label }) : null);
     const frame = container.getBoundingClientRect();
     const left = event.clientX - frame.left;
     tooltip.style.left = `${Math.min(left + 12, Math.max(0, frame.width - 180))}px`;

@@ -166,7 +166,8 @@ def test_upload_convert_and_read_the_report(web, exports, exporter):
 
     # latency, energy beside the ANN's, one layer chart per method
     expect(page.locator("#latency-table tbody tr")).to_have_count(len(METHODS))
-    expect(page.locator("#energy-table tbody tr")).to_have_count(len(METHODS) + 1)
+    quantised_rows = int(report["ann"].get("quantised") is not None)  # the integer-ANN baseline
+    expect(page.locator("#energy-table tbody tr")).to_have_count(len(METHODS) + 1 + quantised_rows)
     expect(page.locator('#energy-table tr[data-method="ann"]')).to_contain_text(
         f"{report['ann']['macs']:,} MACs")
     expect(page.locator("#layer-charts [data-layer-chart]")).to_have_count(len(METHODS))
@@ -188,6 +189,73 @@ def test_upload_convert_and_read_the_report(web, exports, exporter):
     web.screenshot(f"result-{exporter}.png")
     if exporter == "default":
         web.screenshot("result-page.png")
+    web.assert_clean()
+
+
+def test_the_choice_of_t_and_the_integer_ann_baseline(web, exports):
+    """A max gap and the int8 profile: the page shows report.latency_choice (its table, the
+    target line and one ring per method that met it) and the quantised ANN's energy row."""
+    page = web.page
+    web.open()
+    _upload_model(web, exports("default"))
+    _choose(page, "digits", METHODS, T)
+    page.locator("#job-more summary").click()
+    page.fill("#opt-max_gap", "0.05")
+    page.select_option("#opt-energy_profile", "horowitz-45nm-int8")
+    page.click("#job-submit")
+    assert _wait_finished(page) == "succeeded", page.locator("#job-failure").inner_text()
+    job_id = page.locator("#result").get_attribute("data-job-id")
+    response = page.request.get(f"/v1/jobs/{job_id}/report")
+    assert response.ok, response.text()
+    report = response.json()
+    choice = report["latency_choice"]
+    assert choice is not None and report["spec"]["max_gap"] == 0.05
+
+    box = page.locator("#choice")
+    expect(box).to_be_visible()
+    expect(box.locator("#choice-target")).to_contain_text(
+        f"{page_accuracy(choice['target_top1'])} % ({choice['basis']})")
+    rows = box.locator("#choice-table tbody tr")
+    expect(rows).to_have_count(len(choice["methods"]))
+    for row, entry in zip(rows.all(), choice["methods"], strict=True):
+        assert row.get_attribute("data-method") == entry["method"]
+        reached = entry["t"] is not None
+        expect(row.locator('td[data-col="t"]')).to_have_text(
+            str(entry["t"]) if reached else "not reached")
+        expect(row.locator('td[data-col="steps"]')).to_have_text(
+            str(entry["end_to_end_steps"]) if reached else "–")
+        if reached:
+            expect(row.locator('td[data-col="top1"]')).to_have_text(page_accuracy(entry["top1"]))
+    recommended = box.locator('#choice-table tr[data-recommended="true"]')
+    if choice["recommended"] is None:
+        expect(recommended).to_have_count(0)
+    else:
+        expect(recommended).to_have_count(1)
+        expect(recommended).to_have_attribute("data-method", choice["recommended"])
+        expect(recommended.locator("th")).to_contain_text("recommended")
+    expect(box.locator("#choice-reason")).to_contain_text(choice["reason"])
+
+    # the chart: the series are unchanged; the target and the chosen t are marks beside them
+    chart = page.locator("#result-chart")
+    expect(chart.locator("[data-series]")).to_have_count(len(METHODS) + 1)
+    expect(chart.locator("[data-target-line]")).to_have_count(1)
+    met = sorted(entry["method"] for entry in choice["methods"] if entry["t"] is not None)
+    dots = chart.locator("[data-choice]")
+    expect(dots).to_have_count(len(met))
+    assert sorted(dot.get_attribute("data-choice") for dot in dots.all()) == met
+
+    # energy: the int8 profile named, the quantised ANN's row after the ANN's
+    quantised = report["ann"]["quantised"]
+    assert report["energy_model"]["profile"] == "horowitz-45nm-int8"
+    assert quantised is not None
+    energy_rows = page.locator("#energy-table tbody tr")
+    assert energy_rows.nth(1).get_attribute("data-method") == "ann-quantised"
+    row = page.locator('#energy-table tr[data-method="ann-quantised"]')
+    expect(row).to_contain_text(f"{quantised['bits']}-bit integer ({quantised['profile']})")
+    expect(row.locator("td").last).to_have_text(
+        f"{quantised['energy_uj'] / report['ann']['energy_uj']:.2f}×")
+    expect(page.locator("#energy-note")).to_contain_text("horowitz-45nm-int8")
+    web.screenshot("result-choice.png")
     web.assert_clean()
 
 
