@@ -23,7 +23,7 @@ from core.datasets import catalog
 from core.errors import SnnconvError, one_line
 from core.latency_choice import choice_lines
 from core.progress import ProgressEvent
-from core.report import REPORT_FILES, accuracy_table
+from core.report import REPORT_FILES, accuracy_table, attribution_lines
 from core.spec import METHODS, CQOptions, JobSpec
 
 EXIT_UNEXPECTED = 1
@@ -150,6 +150,11 @@ def _convert(args: argparse.Namespace) -> int:
     print(accuracy_table(report))
     if report.latency_choice is not None:
         print("\n" + "\n".join(choice_lines(report.latency_choice)))
+    attributed = [line for result in report.methods for line in attribution_lines(result)]
+    if attributed:
+        print("\nerror attribution: top-1 each IF layer costs, recovered when it and the layers "
+              "before it run as ideal rate neurons")
+        print("\n".join(attributed))
     files = ", ".join((*REPORT_FILES, *report.artifacts))
     print(f"\nreport files written to {args.out}/ ({files})")
     return 0
@@ -295,6 +300,8 @@ def _add_convert(subparsers) -> None:
     _add_spec_option(p, "potential_correction_batches",
                      "post-conversion calibration of IF methods: batches that correct each "
                      "layer's initial membrane (0: off)")
+    _add_spec_option(p, "error_attribution", "per IF layer, the accuracy it costs at every t "
+                     "(L more simulations)")
     _add_spec_option(p, "energy_profile", "hardware of the energy estimate (Horowitz, 45 nm)")
     _add_spec_option(p, "target_accuracy", "choice of T: report each method's smallest t "
                      "reaching this top-1 (a fraction, e.g. 0.97) and recommend a method",

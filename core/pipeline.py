@@ -21,6 +21,7 @@ import torch
 from torch import fx, nn
 
 from core import __version__, network_files, shards
+from core.attribution import attribute_errors
 from core.datasets import Dataset, Split, load_dataset, take
 from core.energy import (
     count_macs,
@@ -43,6 +44,7 @@ from core.progress import ProgressCallback, ProgressEvent, ignore_progress
 from core.report import (
     AnnResult,
     DatasetInfo,
+    MethodResult,
     ModelInfo,
     Report,
     atomic_write_bytes,
@@ -212,16 +214,29 @@ def run(spec: JobSpec, progress: ProgressCallback = ignore_progress,
         stages.emit("convert", 0.0, f"converting with {method}")
         torch.manual_seed(spec.seed)
         snn = convert(method, ctx)
-        results.append(simulate(
-            snn, evaluation.x, evaluation.y, sample_shape=dataset.input_shape,
-            batch_size=spec.batch_size, device=device, memory_budget_mb=spec.memory_budget_mb,
-            energy_profile=spec.energy_profile,
+        results.append(simulate_with_attribution(
+            snn, spec, evaluation.x, evaluation.y, dataset.input_shape, device,
             progress=lambda f, partial: stages.emit("simulate", f, "simulating", partial)))
     artifacts = export_cq_model(ctx, Path(artifacts_dir)) if artifacts_dir else []
     stages.emit("report", 1.0, "done")
     analog = any(result.analog_input for result in results)
     return _report(job, ann_result, results, artifacts, energy_model(analog, spec.energy_profile),
                    seconds=time.perf_counter() - began)
+
+
+def simulate_with_attribution(snn, spec: JobSpec, x: np.ndarray, y: np.ndarray,
+                              sample_shape: tuple[int, ...], device: torch.device,
+                              progress=None) -> MethodResult:
+    """``simulate`` as the spec asks, with the error attribution when it asks for one."""
+    def run_on_samples(network, report=None) -> MethodResult:
+        return simulate(network, x, y, sample_shape=sample_shape, batch_size=spec.batch_size,
+                        device=device, memory_budget_mb=spec.memory_budget_mb,
+                        energy_profile=spec.energy_profile, progress=report)
+
+    result = run_on_samples(snn, progress)
+    if spec.error_attribution:
+        result.error_attribution = attribute_errors(snn, result, run_on_samples)
+    return result
 
 
 def report_spec(spec: JobSpec) -> dict:
@@ -363,10 +378,7 @@ def evaluate_shard(directory: Path, index: int, device: str | None = None):
     methods = []
     for name in plan["networks"]:
         snn = network_files.load_network(directory, name)
-        result = simulate(snn, x, y, sample_shape=dataset.input_shape,
-                          batch_size=spec.batch_size, device=target,
-                          memory_budget_mb=spec.memory_budget_mb,
-                          energy_profile=spec.energy_profile)
+        result = simulate_with_attribution(snn, spec, x, y, dataset.input_shape, target)
         methods.append(shards.to_shard(result, len(y)))
     shard = shards.ShardResult(index=index, start=start, stop=stop, methods=methods)
     shards.write_shard(shard, shard_path(directory, index))

@@ -69,6 +69,18 @@ class Latency(BaseModel):
     note: str = ""
 
 
+class LayerAttribution(BaseModel):
+    """What the SNN recovers when layer ``layer`` and every IF layer before it run as ideal
+    rate neurons (core.attribution)."""
+
+    layer: str
+    top1: list[float] = Field(description="element t-1: top-1 after t steps with the layers "
+                                          "up to this one ideal")
+    recovered: list[float] = Field(
+        description="element t-1: this layer's share of the SNN's loss after t steps: top1 "
+                    "minus the same with only the layers before it ideal")
+
+
 class MethodResult(BaseModel):
     method: str
     top1: list[float] = Field(description="element t-1: top-1 accuracy after t steps")
@@ -86,6 +98,9 @@ class MethodResult(BaseModel):
     parameters: dict = Field(default_factory=dict)
     analog_input: bool = Field(
         False, description="the first layer received the analog image (its MACs counted once)")
+    error_attribution: list[LayerAttribution] = Field(
+        default_factory=list, description="with error_attribution: per IF layer in graph "
+                                          "order, the accuracy it costs (core.attribution)")
     seconds: float = 0.0
 
 
@@ -231,6 +246,17 @@ def _same_evaluation(reports: tuple[Report, ...]) -> None:
                          "images; these reports differ in dataset, samples or ANN")
 
 
+def attribution_lines(result: MethodResult) -> list[str]:
+    """The CLI's lines for one method: each layer's share at T, in points."""
+    if not result.error_attribution:
+        return []
+    shares = ", ".join(f"{a.layer} {100 * a.recovered[-1]:+.2f}"
+                       for a in result.error_attribution)
+    ideal = 100 * result.error_attribution[-1].top1[-1]
+    return [f"  {result.method:<16} at t = {len(result.top1)}: {shares} pp; all IF layers "
+            f"ideal: {ideal:.2f} % (SNN {100 * result.top1[-1]:.2f} %)"]
+
+
 def _quantised_lines(reports: tuple[Report, ...]) -> list[str]:
     """The quantised-ANN baseline of each distinct T among the reports."""
     lines, seen = [], set()
@@ -296,6 +322,10 @@ def accuracy_figure(report: Report):
         (line,) = axes.plot(steps, [100 * a for a in result.top1], label=label,
                             linewidth=1.6, linestyle="-." if asg else "-")
         colours[result.method] = line.get_color()
+        if result.error_attribution:  # the ceiling the error attribution measured
+            axes.plot(steps, [100 * a for a in result.error_attribution[-1].top1],
+                      label=f"{result.method}: all IF layers ideal", linewidth=1,
+                      linestyle=":", color=line.get_color())
     axes.axhline(100 * report.ann.top1, color="black", linestyle="--", linewidth=1,
                  label=f"ANN {100 * report.ann.top1:.2f} %")
     if report.latency_choice is not None:

@@ -31,7 +31,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from core.paths import atomic_write_bytes
-from core.report import LayerStats, MethodResult
+from core.report import LayerAttribution, LayerStats, MethodResult
 
 # Progress of a sharded job: conversion up to SHARDS_START, the shards up to SHARDS_END.
 SHARDS_START, SHARDS_END = 0.30, 0.95
@@ -49,6 +49,9 @@ class ShardMethod(BaseModel):
     sops_sum: list[float]
     energy_uj_sum: list[float]
     layers: list[LayerStats] = Field(description="the slice's own means (weighted on merge)")
+    attribution_correct: dict[str, list[int]] = Field(
+        default_factory=dict, description="per attributed layer (in order): its hybrid's "
+                                          "correct samples per t")
     template: MethodResult = Field(description="the slice's MethodResult (fields copied)")
 
 
@@ -91,7 +94,9 @@ def to_shard(result: MethodResult, samples: int) -> ShardMethod:
         sops_sum=[s * samples for s in result.sops],
         energy_uj_sum=[e * samples for e in result.energy_uj],
         layers=result.layers,
-        template=result.model_copy(update={"layers": []}))
+        attribution_correct={a.layer: [_count(f, samples) for f in a.top1]
+                             for a in result.error_attribution},
+        template=result.model_copy(update={"layers": [], "error_attribution": []}))
 
 
 def _fractions(counts: Sequence[float], samples: int) -> list[float]:
@@ -121,6 +126,20 @@ def _merge_layers(parts: list[ShardMethod], samples: int) -> list[LayerStats]:
     return merged
 
 
+def _merge_attribution(parts: list[ShardMethod], samples: int,
+                       top1: list[float]) -> list[LayerAttribution]:
+    """Each layer's hybrid accuracy from the slices' counts; the shares from those."""
+    merged, previous = [], top1
+    for layer in parts[0].attribution_correct:
+        accuracy = _fractions(_column_sums([p.attribution_correct[layer] for p in parts]),
+                              samples)
+        merged.append(LayerAttribution(
+            layer=layer, top1=accuracy,
+            recovered=[a - b for a, b in zip(accuracy, previous, strict=True)]))
+        previous = accuracy
+    return merged
+
+
 def merge_method(parts: list[ShardMethod]) -> MethodResult:
     """One method's MethodResult over all its slices (see the module docstring)."""
     if not parts:
@@ -130,8 +149,10 @@ def merge_method(parts: list[ShardMethod]) -> MethodResult:
     samples = sum(part.samples for part in parts)
     template = parts[0].template
     references = [part.reference_correct for part in parts]
+    top1 = _fractions(_column_sums([p.top1_correct for p in parts]), samples)
     return template.model_copy(update={
-        "top1": _fractions(_column_sums([p.top1_correct for p in parts]), samples),
+        "top1": top1,
+        "error_attribution": _merge_attribution(parts, samples, top1),
         "top5": _fractions(_column_sums([p.top5_correct for p in parts]), samples),
         "agreement": _fractions(_column_sums([p.agreement_count for p in parts]), samples),
         "sops": _fractions(_column_sums([p.sops_sum for p in parts]), samples),

@@ -179,6 +179,11 @@ class JobSpec(BaseModel):
                     "layer's initial membrane per channel, layer by layer, so that its mean "
                     "output over T on this many calibration batches matches the reference "
                     "ANN's; 0: off")
+    error_attribution: bool = Field(
+        False, strict=True,
+        description="IF methods: each layer's share of the accuracy lost at every t, from "
+                    "hybrids whose first k IF layers run as ideal rate neurons (L more "
+                    "simulations)")
     energy_profile: ProfileName = Field(
         DEFAULT_PROFILE, description="the hardware the energy estimate assumes (Horowitz, "
                                      "45 nm): fp32, fp16, int32 or int8 arithmetic")
