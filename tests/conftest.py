@@ -54,6 +54,37 @@ def _train_digits_mlp(hidden_activation):
     return model, tuple(dataset.input_shape)
 
 
+USER_EXPORTERS = ("default", "torchscript")
+
+
+def linear_layer(weight, bias=None):
+    """An nn.Linear with the given weight rows (and bias), for hand-computed networks."""
+    import torch
+    from torch import nn
+
+    weight = torch.tensor(weight, dtype=torch.float32)
+    layer = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
+    with torch.no_grad():
+        layer.weight.copy_(weight)
+        if bias is not None:
+            layer.bias.copy_(torch.tensor(bias, dtype=torch.float32))
+    return layer
+
+
+def export_trained_digits_mlp(folder: Path, exporter: str) -> Path:
+    """A ReLU MLP trained on `digits`, exported as a user's torch exports it: ``default`` is
+    ``torch.onnx.export``'s own default (the dynamo exporter in this torch), ``torchscript``
+    the legacy exporter (``dynamo=False``)."""
+    import torch
+    from torch import nn
+
+    model, shape = _train_digits_mlp(nn.ReLU())
+    path = folder / f"mlp-{exporter}.onnx"
+    options = {} if exporter == "default" else {"dynamo": False}
+    torch.onnx.export(model.eval(), (torch.zeros(1, *shape),), str(path), **options)
+    return path
+
+
 @pytest.fixture(scope="session")
 def digits_onnx(tmp_path_factory) -> Path:
     """A ReLU MLP for `digits` as ONNX, trained well above chance."""

@@ -18,17 +18,7 @@ from core.report import Latency, Report
 from core.shards import merge_method, to_shard
 from core.simulate import simulate
 from core.snn import SpikingNetwork
-from tests.conftest import _train_digits_mlp
-
-
-def _linear(weight, bias=None) -> nn.Linear:
-    weight = torch.tensor(weight, dtype=torch.float32)
-    layer = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
-    with torch.no_grad():
-        layer.weight.copy_(weight)
-        if bias is not None:
-            layer.bias.copy_(torch.tensor(bias, dtype=torch.float32))
-    return layer
+from tests.conftest import USER_EXPORTERS, export_trained_digits_mlp, linear_layer
 
 
 def _snn(modules, neurons: dict[str, nn.Module], steps: int) -> SpikingNetwork:
@@ -51,7 +41,7 @@ def _simulator(x, y):
 def test_one_layer_by_hand():
     # x = 0.5 into θ = 1: the SNN's class-0 count ⌊t/2⌋ against 0.375·t for class 1 gives
     # top-1 0 1 0 1 1 1; the ideal rate neuron sends 0.5 every step, 0.5·t > 0.375·t always
-    modules = [_linear([[1.0]]), nn.ReLU(), _linear([[1.0], [0.0]], bias=[0.0, 0.375])]
+    modules = [linear_layer([[1.0]]), nn.ReLU(), linear_layer([[1.0], [0.0]], bias=[0.0, 0.375])]
     snn = _snn(modules, {"1": IFNeuron(1.0)}, steps=6)
     x, y = np.array([[0.5]], np.float32), np.array([0])
     run = _simulator(x, y)
@@ -72,9 +62,9 @@ def test_the_ideal_rate_neuron_is_the_if_rate_limit():
 
 def test_shares_add_up_and_merge_exactly_over_shards():
     generator = torch.Generator().manual_seed(0)
-    modules = [_linear(torch.randn(6, 4, generator=generator).tolist()), nn.ReLU(),
-               _linear(torch.randn(5, 6, generator=generator).tolist()), nn.ReLU(),
-               _linear(torch.randn(3, 5, generator=generator).tolist())]
+    modules = [linear_layer(torch.randn(6, 4, generator=generator).tolist()), nn.ReLU(),
+               linear_layer(torch.randn(5, 6, generator=generator).tolist()), nn.ReLU(),
+               linear_layer(torch.randn(3, 5, generator=generator).tolist())]
     snn = _snn(modules, {"1": IFNeuron(0.7), "3": IFNeuron(0.9)}, steps=8)
     x = torch.rand(40, 4, generator=generator).numpy()
     y = np.asarray(snn.reference(torch.from_numpy(x)).argmax(1))
@@ -98,12 +88,9 @@ def test_shares_add_up_and_merge_exactly_over_shards():
         assert got.recovered == pytest.approx(expected.recovered, abs=1e-12)
 
 
-@pytest.mark.parametrize("exporter", ["default", "torchscript"])
+@pytest.mark.parametrize("exporter", USER_EXPORTERS)
 def test_a_users_export_through_the_cli(capsys, tmp_path, exporter):
-    model, shape = _train_digits_mlp(nn.ReLU())
-    path = tmp_path / f"mlp-{exporter}.onnx"
-    kwargs = {} if exporter == "default" else {"dynamo": False}
-    torch.onnx.export(model.eval(), (torch.zeros(1, *shape),), str(path), **kwargs)
+    path = export_trained_digits_mlp(tmp_path, exporter)
     out = tmp_path / "out"
     assert cli.main(["convert", str(path), "--quiet", "--dataset", "digits", "--method",
                      "robust-norm", "--timesteps", "4", "--eval-samples", "300",

@@ -6,6 +6,7 @@ from torch import nn
 
 from core.energy import analog_layers, count_macs, fanout_map, synaptic_fanouts
 from core.graph import canonicalize
+from tests.conftest import USER_EXPORTERS, export_trained_digits_mlp
 
 
 def test_linear_fanout_counts_nonzero_weights_per_input():
@@ -59,27 +60,14 @@ def test_the_quantised_ann_has_the_bits_of_a_spike_count(steps, bits, profile):
     assert baseline.energy_uj == pytest.approx(per_mac)  # 10⁶ MACs × pJ = µJ
 
 
-def _digits_export(tmp_path, exporter: str):
-    import torch
-    from torch import nn
-
-    from tests.conftest import _train_digits_mlp
-
-    model, shape = _train_digits_mlp(nn.ReLU())
-    path = tmp_path / f"mlp-{exporter}.onnx"
-    kwargs = {} if exporter == "default" else {"dynamo": False}
-    torch.onnx.export(model.eval(), (torch.zeros(1, *shape),), str(path), **kwargs)
-    return path
-
-
-@pytest.mark.parametrize("exporter", ["default", "torchscript"])
+@pytest.mark.parametrize("exporter", USER_EXPORTERS)
 def test_a_users_export_costed_on_another_profile(capsys, tmp_path, exporter):
     import json
 
     from core import cli
     from core.report import Report
 
-    model = _digits_export(tmp_path, exporter)
+    model = export_trained_digits_mlp(tmp_path, exporter)
     reports = {}
     for profile in ("horowitz-45nm-fp32", "horowitz-45nm-int8"):
         out = tmp_path / profile

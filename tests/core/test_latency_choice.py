@@ -10,14 +10,13 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 from pydantic import ValidationError
 
 from core import cli
 from core.latency_choice import choose_latency
 from core.report import Latency, MethodResult, Report
 from core.spec import JobSpec
-from tests.conftest import _train_digits_mlp
+from tests.conftest import USER_EXPORTERS, export_trained_digits_mlp
 
 
 def _result(method: str, top1: list[float], window: int, end_to_end: int,
@@ -80,23 +79,10 @@ def test_the_spec_refuses_two_targets_and_values_outside_fractions(tmp_path, opt
         JobSpec(model_path=tmp_path / "m.onnx", **options)
 
 
-def _export(tmp_path, exporter: str):
-    from torch import nn
-
-    model, shape = _train_digits_mlp(nn.ReLU())
-    path = tmp_path / f"mlp-{exporter}.onnx"
-    example = (torch.zeros(1, *shape),)
-    if exporter == "default":
-        torch.onnx.export(model.eval(), example, str(path))  # what a user's torch does
-    else:
-        torch.onnx.export(model.eval(), example, str(path), dynamo=False)
-    return path
-
-
-@pytest.mark.parametrize("exporter", ["default", "torchscript"])
+@pytest.mark.parametrize("exporter", USER_EXPORTERS)
 def test_a_users_export_gets_its_choice_in_the_report_the_table_and_the_plot(
         capsys, tmp_path, exporter):
-    model = _export(tmp_path, exporter)
+    model = export_trained_digits_mlp(tmp_path, exporter)
     out = tmp_path / "out"
     status = cli.main(["convert", str(model), "--quiet", "--dataset", "digits", "--method",
                        "robust-norm,max-norm", "--timesteps", "16", "--eval-samples", "200",

@@ -18,7 +18,7 @@ from core.methods.potential_correction import correct_potentials
 from core.neurons import IFNeuron, neurons_of
 from core.report import Report
 from core.snn import SpikingNetwork
-from tests.conftest import _train_digits_mlp
+from tests.conftest import USER_EXPORTERS, export_trained_digits_mlp
 
 
 def _identity_layer(features: int) -> nn.Linear:
@@ -80,12 +80,9 @@ def test_an_asg_network_is_left_alone():
     assert correct_potentials(snn, _context(torch.ones(1, 2)), batches=3).parameters == {}
 
 
-@pytest.mark.parametrize("exporter", ["default", "torchscript"])
+@pytest.mark.parametrize("exporter", USER_EXPORTERS)
 def test_a_users_export_through_the_cli(capsys, tmp_path, exporter):
-    model, shape = _train_digits_mlp(nn.ReLU())
-    path = tmp_path / f"mlp-{exporter}.onnx"
-    kwargs = {} if exporter == "default" else {"dynamo": False}
-    torch.onnx.export(model.eval(), (torch.zeros(1, *shape),), str(path), **kwargs)
+    path = export_trained_digits_mlp(tmp_path, exporter)
     runs = {}
     for batches in (0, 2):
         out = tmp_path / f"out-{batches}"

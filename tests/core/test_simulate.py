@@ -22,18 +22,9 @@ from core.neurons import ASGNeuron, IFNeuron
 from core.report import Latency
 from core.simulate import bytes_per_sample_step, simulate, topk_correct
 from core.snn import SpikingNetwork
+from tests.conftest import linear_layer
 
 CPU = torch.device("cpu")
-
-
-def _linear(weight, bias=None) -> nn.Linear:
-    weight = torch.tensor(weight, dtype=torch.float32)
-    layer = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
-    with torch.no_grad():
-        layer.weight.copy_(weight)
-        if bias is not None:
-            layer.bias.copy_(torch.tensor(bias, dtype=torch.float32))
-    return layer
 
 
 def _snn(modules: list[nn.Module], neurons: dict[str, nn.Module], encoder, timesteps: int
@@ -59,7 +50,7 @@ def test_one_if_neuron_spikes_as_computed_by_hand():
     # x = 0.5 into θ = 1, reset by subtraction: u = 0.5, 1 → spike, 0.5, 1 → spike, … so the
     # count after t steps is n(t) = ⌊t/2⌋.  Class 0 receives the spikes, class 1 a constant
     # 0.375 per step: the readout after t compares n(t) with 0.375·t.
-    modules = [_linear([[1.0]]), nn.ReLU(), _linear([[1.0], [0.0]], bias=[0.0, 0.375])]
+    modules = [linear_layer([[1.0]]), nn.ReLU(), linear_layer([[1.0], [0.0]], bias=[0.0, 0.375])]
     snn = _snn(modules, {"1": IFNeuron(1.0)}, DirectEncoder(), timesteps=6)
     result = _run(snn, np.array([[0.5]], np.float32), np.array([0]))
     # t:        1: 0 < .375   2: 1 > .75   3: 1 < 1.125   4: 2 > 1.5   5: 2 > 1.875   6: 3 > 2.25
@@ -85,7 +76,7 @@ def test_one_if_neuron_spikes_as_computed_by_hand():
 def test_reset_mode_changes_the_spike_train(reset, spikes):
     # x = 0.75, θ = 1, 8 steps.  subtract: u = .75, 1.5→.5, 1.25→.25, 1→0, … 6 spikes;
     # zero: u = .75, 1.5→0, .75, 1.5→0, … 4 spikes.
-    modules = [_linear([[1.0]]), nn.ReLU(), _linear([[1.0]])]
+    modules = [linear_layer([[1.0]]), nn.ReLU(), linear_layer([[1.0]])]
     snn = _snn(modules, {"1": IFNeuron(1.0, reset=reset)}, DirectEncoder(), timesteps=8)
     result = _run(snn, np.array([[0.75]], np.float32), np.array([0]))
     assert result.sops[-1] == spikes
@@ -151,8 +142,8 @@ def test_a_two_layer_network_matches_an_independent_simulation_across_chunks_and
     thresholds = [np.array([1.0]), np.array([0.5, 0.75, 1.0, 1.25])]  # per layer, per channel
     # the readout's bias k/65536 breaks every tie between classes (both sides stay exact)
     readout = (_dyadic(rng, (classes, 4), -4, 5, 8), np.arange(classes) / 65536)
-    modules = [_linear(layers[0][0], layers[0][1]), nn.ReLU(),
-               _linear(layers[1][0], layers[1][1]), nn.ReLU(), _linear(*readout)]
+    modules = [linear_layer(layers[0][0], layers[0][1]), nn.ReLU(),
+               linear_layer(layers[1][0], layers[1][1]), nn.ReLU(), linear_layer(*readout)]
     neurons = {"1": IFNeuron(float(thresholds[0][0])),
                "3": IFNeuron(torch.tensor(thresholds[1], dtype=torch.float32))}
     snn = _snn(modules, neurons, RateEncoder(), steps)
@@ -193,8 +184,8 @@ def test_the_readout_is_the_same_for_any_chunk_length():
     rng = np.random.default_rng(3)
     x = _dyadic(rng, (9, 4), 0, 9, 8).astype(np.float32)
     y = rng.integers(0, 3, 9)
-    modules = [_linear(_dyadic(rng, (5, 4), -2, 7, 8)), nn.ReLU(),
-               _linear(_dyadic(rng, (3, 5), -4, 9, 8), np.arange(3) / 65536)]
+    modules = [linear_layer(_dyadic(rng, (5, 4), -2, 7, 8)), nn.ReLU(),
+               linear_layer(_dyadic(rng, (3, 5), -4, 9, 8), np.arange(3) / 65536)]
     runs = []
     for budget_steps in (1, 4, 16):
         snn = _snn(modules, {"1": IFNeuron(0.75)}, RateEncoder(), timesteps=16)
@@ -218,8 +209,8 @@ def test_asg_readout_and_sops_per_t_match_a_full_rerun_and_any_batch_split():
     w1, w2 = _dyadic(rng, (5, 4), -2, 7, 8), _dyadic(rng, (4, 5), -2, 7, 8)
     w3 = _dyadic(rng, (3, 4), -4, 9, 8)
     w2[0, 1] = w3[1, 2] = 0.0  # a missing synapse lowers the fan-out
-    modules = [_linear(w1), CQActivation(1.0, 4), _linear(w2), CQActivation(1.0, 4),
-               _linear(w3)]
+    modules = [linear_layer(w1), CQActivation(1.0, 4), linear_layer(w2), CQActivation(1.0, 4),
+               linear_layer(w3)]
     window = 4
 
     def asg_snn():
