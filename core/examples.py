@@ -55,16 +55,18 @@ def example_path(directory: Path, example: Example) -> Path:
 
 def build_examples(directory: Path, quiet: bool = False) -> list[Path]:
     """Write every example missing from ``directory`` (each file appears whole, or not at
-    all); returns the paths of all of them."""
+    all); returns the paths of all of them, in ``EXAMPLES`` order."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     weights = demo_model(quiet)
-    plain, cq = (example_path(directory, example) for example in EXAMPLES)
-    if not plain.exists():
-        atomic_write_bytes(plain, weights.read_bytes())
-    if not cq.exists():
-        atomic_write_bytes(cq, _cq_network_bytes(weights))
-    return [plain, cq]
+    contents = {"demo-cnn": weights.read_bytes, "demo-cnn-cq": lambda: _cq_network_bytes(weights)}
+    paths = []
+    for example in EXAMPLES:
+        path = example_path(directory, example)
+        if not path.exists():
+            atomic_write_bytes(path, contents[example.name]())
+        paths.append(path)
+    return paths
 
 
 def _cq_network_bytes(weights: Path) -> bytes:

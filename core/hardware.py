@@ -29,7 +29,8 @@ class HardwareProfile:
 
     @property
     def e_mac_pj(self) -> float:
-        return self.multiply_pj + self.add_pj
+        # the table's values have at most two decimals: 3.7 + 0.9 is 4.6, not 4.6000000000000005
+        return round(self.multiply_pj + self.add_pj, 6)
 
     @property
     def e_ac_pj(self) -> float:

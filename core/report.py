@@ -14,16 +14,17 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from core.hardware import DEFAULT_PROFILE, PROFILES
 from core.paths import atomic_write_bytes
 
 
 class EnergyModel(BaseModel):
     """Energy per operation and the assumptions behind the estimate."""
 
-    profile: str = Field("horowitz-45nm-fp32", description="the hardware profile (core.hardware)")
-    e_mac_pj: float = 4.6
-    e_ac_pj: float = 0.9
-    source: str = "Horowitz, ISSCC 2014, 45 nm CMOS, 32-bit floating point"
+    profile: str = Field(DEFAULT_PROFILE, description="the hardware profile (core.hardware)")
+    e_mac_pj: float = PROFILES[DEFAULT_PROFILE].e_mac_pj
+    e_ac_pj: float = PROFILES[DEFAULT_PROFILE].e_ac_pj
+    source: str = PROFILES[DEFAULT_PROFILE].source
     assumptions: list[str] = Field(default_factory=list)
 
 

@@ -259,8 +259,8 @@ def bytes_per_sample_step(reference: fx.GraphModule, sample_shape: tuple[int, ..
 # On a CPU a convolution's working set falls out of the caches when one call carries too many
 # rows (steps × batch), while short calls pay Python and dispatch overhead per call.  On the
 # channels-last simulation of cnn-small at batch 100 the sweep that
-# `python -m benchmarks.bench_speed` prints (benchmarks.md §6) was fastest at 800 rows in three
-# runs (8–13 % under 400 or 1,600 rows).
+# `python -m benchmarks.bench_speed` prints (benchmarks.md §6) is fastest at 800 rows for
+# robust-norm (docs/performance.md gives the runs); cq-ctt is flat from 400 rows up.
 CPU_ROWS_PER_CHUNK = 800
 
 

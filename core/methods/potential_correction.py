@@ -17,6 +17,8 @@ and its chunk of steps at a time, and per-channel sums.
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import fx
 
@@ -86,7 +88,7 @@ def correct_potentials(snn: SpikingNetwork, ctx: ConversionContext,
     device = ctx.device
     snn.network.to(device).eval()
     reference = snn.reference.to(device).eval()
-    data = [x for x, _ in zip(ctx.calibration_batches(), range(batches), strict=False)]
+    data = list(itertools.islice(ctx.calibration_batches(), batches))
     chunk = chunk_steps(snn.timesteps, ctx.spec.batch_size,
                         bytes_per_sample_step(reference, ctx.sample_shape),
                         ctx.spec.memory_budget_mb, device)
