@@ -65,9 +65,10 @@ def integrate_fire_and_pool(steps: torch.Tensor, membrane: torch.Tensor,
     """``integrate_and_fire``, then pool×pool average pooling with stride pool.
 
     Returns the pooled spikes ``[T, B, C, H/pool, W/pool]`` (the full-resolution spikes
-    never reach memory) and, per step, the spike events the pooling received (summed over
-    the batch, float64): the pooling's synaptic operations, since each input it covers
-    drives exactly one output.
+    never reach memory) and, per step and sample, the spike events the pooling received
+    (``[T, B]``, float64): the pooling's synaptic operations, since each input it covers
+    drives exactly one output.  Per sample, so that early exit can cost each sample's own
+    steps; they are integers, so any later sum over the batch is exact.
     """
     fusable = membrane.dim() == 4 and _fusable(steps, membrane, spike_count) \
         and _kernel("pooled") is not None
@@ -79,7 +80,7 @@ def integrate_fire_and_pool(steps: torch.Tensor, membrane: torch.Tensor,
                              channels_last=True)
     spikes = _eager(steps, membrane, spike_count, threshold, amplitude, subtract)
     rows, columns = spikes.shape[-2] // pool, spikes.shape[-1] // pool
-    events = torch.ne(spikes[..., :rows * pool, :columns * pool], 0).flatten(1).sum(1)
+    events = torch.ne(spikes[..., :rows * pool, :columns * pool], 0).flatten(2).sum(2)
     pooled = torch.nn.functional.avg_pool2d(spikes.view(-1, *spikes.shape[2:]), pool)
     return pooled.view(*spikes.shape[:2], *pooled.shape[1:]), events.double()
 
@@ -153,7 +154,8 @@ def _fused_pooled(steps, membrane, spike_count, threshold, amplitude, subtract, 
                       per_channel[1].numpy(), out.view(count, items, -1).numpy(),
                       spike_count.reshape(items, -1).numpy(), events.numpy(), count,
                       subtract, width, pool)
-    return (out.permute(0, 1, 4, 2, 3) if channels_last else out), events.double().sum(1)
+    per_sample = events.view(count, batch, -1).double().sum(2)  # NCHW: the planes of a sample
+    return (out.permute(0, 1, 4, 2, 3) if channels_last else out), per_sample
 
 
 @functools.cache

@@ -6,11 +6,24 @@ end-to-end latency of that readout, ``end_to_end_steps − window + t`` (t for a
 network, (depth − 1)·T + t for accumulate-then-spike), so the recommendation compares those:
 the method that meets the target soonest end to end, the fewest synaptic operations breaking a
 tie.  It reads the report's curves only; nothing is simulated again.
+
+With early exit (``core.early_exit``) each method also gets the cheapest early-exit point
+for the target, chosen on the calibration images: the calibration images are training
+images, on which a network is more accurate than on the test split, so an absolute target
+there would choose too eagerly.  Instead the point may lose on them, against τ = ∞, what
+the method's test top-1 at T has above the target,
+
+    h = top1_test(T) − target ≥ 0,   fewest calibration mean steps with
+    calib_top1(τ) ≥ calib_top1(∞) − h,
+
+and its test top-1, mean steps and SOPs are what the choice reports (a method below the
+target at T gets none).
 """
 
 from __future__ import annotations
 
-from core.report import LatencyChoice, MethodChoice, MethodResult, readout_latency
+from core.early_exit import cheapest_within
+from core.report import ExitPoint, LatencyChoice, MethodChoice, MethodResult, readout_latency
 
 
 def target_top1(ann_top1: float, target_accuracy: float | None,
@@ -24,14 +37,25 @@ def target_top1(ann_top1: float, target_accuracy: float | None,
     return None
 
 
+def _early_exit_meeting(result: MethodResult, target: float) -> ExitPoint | None:
+    """The early-exit point for ``target`` (the module docstring's rule), or None."""
+    if result.early_exit is None:
+        return None
+    points = result.early_exit.points
+    chosen = cheapest_within(points, result.top1[-1] - target)
+    return None if chosen is None else points[chosen]
+
+
 def _first_meeting(result: MethodResult, target: float) -> MethodChoice:
     # a tolerance for the fraction's own rounding: 970/1000 meets a 0.97 target
     t = next((t for t, top1 in enumerate(result.top1, start=1) if top1 >= target - 1e-12), None)
+    early_exit = _early_exit_meeting(result, target)
     if t is None:
-        return MethodChoice(method=result.method, t=None, end_to_end_steps=None)
+        return MethodChoice(method=result.method, t=None, end_to_end_steps=None,
+                            early_exit=early_exit)
     return MethodChoice(method=result.method, t=t, end_to_end_steps=readout_latency(result, t),
                         top1=result.top1[t - 1], sops=result.sops[t - 1],
-                        energy_uj=result.energy_uj[t - 1])
+                        energy_uj=result.energy_uj[t - 1], early_exit=early_exit)
 
 
 def choose_latency(results: list[MethodResult], ann_top1: float, target_accuracy: float | None,
@@ -65,5 +89,9 @@ def choice_lines(choice: LatencyChoice) -> list[str]:
             "not reached within its window" if c.t is None else
             f"t = {c.t:<4} end to end {c.end_to_end_steps:<5} steps  top-1 "
             f"{100 * c.top1:6.2f} %  SOPs/sample {c.sops:,.0f}"))
+        if c.early_exit is not None:
+            point = c.early_exit
+            lines.append(f"  {'':<16} early exit: {point.mean_steps:.2f} mean steps  top-1 "
+                         f"{100 * point.top1:6.2f} %  SOPs/sample {point.sops:,.0f}")
     lines.append(f"  recommended: {choice.recommended or 'none'} — {choice.reason}")
     return lines

@@ -128,8 +128,8 @@ class FusedIFNeuron(IFNeuron):
     round it).  The simulator builds it (``core.graph.fusion``) so that the full-resolution
     spikes never reach memory.  ``amplitude``, state and ``spike_count`` stay those of the
     neuron it replaces, so its statistics are the same.  With pooling, ``events`` holds
-    after each call, per step, the spikes the pooling received (summed over the batch): its
-    synaptic operations, since each covered input drives one output.
+    after each call, per step and sample (``[steps, B]``), the spikes the pooling received:
+    its synaptic operations, since each covered input drives one output.
     """
 
     state_names = ("membrane", "spike_count", "events")

@@ -12,7 +12,7 @@ import io
 from datetime import datetime
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, computed_field
 
 from core.hardware import DEFAULT_PROFILE, PROFILES
 from core.paths import atomic_write_bytes
@@ -61,6 +61,8 @@ class LayerStats(BaseModel):
     rate_error: float = Field(
         description="mean |clip(a/theta,0,1) - rate| at T_max, a the ANN activation"
     )
+    spikes_per_sample: float = Field(
+        0.0, description="spikes this layer emits per sample over the T_max steps")
 
 
 class Latency(BaseModel):
@@ -80,6 +82,39 @@ class LayerAttribution(BaseModel):
     recovered: list[float] = Field(
         description="element t-1: this layer's share of the SNN's loss after t steps: top1 "
                     "minus the same with only the layers before it ideal")
+
+
+class ExitPoint(BaseModel):
+    """Early exit at one threshold τ: its calibration numbers (which choose) and its test
+    numbers (which report)."""
+
+    threshold: float | None = Field(
+        description="τ on the margin (top output minus the runner-up, mean per step); "
+                    "None: never exit early, every sample is read at T")
+    calib_top1: float = Field(description="top-1 on the calibration images at this τ")
+    calib_mean_steps: float = Field(description="mean exit step on the calibration images")
+    top1: float = Field(description="test top-1, each sample read at its own exit step")
+    mean_steps: float = Field(description="mean exit step on the test images")
+    sops: float = Field(description="mean synaptic operations per test sample up to its exit")
+    energy_uj: float = Field(description="mean energy per test sample up to its exit")
+
+
+class EarlyExit(BaseModel):
+    """Per-sample early exit (core.early_exit): accuracy against mean steps and SOPs."""
+
+    statistic: str = Field(
+        "margin", description="what τ compares: the largest minus the second-largest output "
+                              "current, accumulated up to t and divided by t")
+    calib_samples: int = Field(description="calibration images the thresholds came from")
+    tolerance: float = Field(description="top-1 (a fraction) the operating point may lose on "
+                                         "the calibration images against τ = None")
+    points: list[ExitPoint] = Field(description="by increasing τ; the last is τ = None")
+    chosen: int = Field(description="index of the operating point: the fewest calibration "
+                                    "mean steps within the tolerance")
+
+    @property
+    def operating_point(self) -> ExitPoint:
+        return self.points[self.chosen]
 
 
 class MethodResult(BaseModel):
@@ -102,7 +137,16 @@ class MethodResult(BaseModel):
     error_attribution: list[LayerAttribution] = Field(
         default_factory=list, description="with error_attribution: per IF layer in graph "
                                           "order, the accuracy it costs (core.attribution)")
+    early_exit: EarlyExit | None = Field(
+        None, description="with early_exit: accuracy against mean steps and SOPs when each "
+                          "sample stops once its output margin passes τ (core.early_exit)")
     seconds: float = 0.0
+
+    @computed_field(description="spikes per sample over the T_max steps, summed over the "
+                                "spiking layers (IF or ASG neurons)")
+    @property
+    def spikes_per_sample(self) -> float:
+        return sum(layer.spikes_per_sample for layer in self.layers)
 
 
 class DatasetInfo(BaseModel):
@@ -132,6 +176,10 @@ class MethodChoice(BaseModel):
     top1: float | None = None
     sops: float | None = Field(None, description="synaptic operations per sample up to t")
     energy_uj: float | None = None
+    early_exit: ExitPoint | None = Field(
+        None, description="with early_exit: the cheapest early-exit point on the calibration "
+                          "images that loses there no more than the method's test top-1 at T "
+                          "has above the target; its test numbers (core.latency_choice)")
 
 
 class LatencyChoice(BaseModel):
@@ -163,6 +211,13 @@ class Report(BaseModel):
 
 
 REPORT_FILES = ("report.json", "report.csv", "accuracy.svg", "accuracy.png")
+EARLY_EXIT_CSV = "early-exit.csv"  # beside them when the job asked for early exit
+
+
+def report_files(report: Report) -> tuple[str, ...]:
+    """The files ``write_report_files`` writes for ``report``."""
+    early = any(result.early_exit is not None for result in report.methods)
+    return (*REPORT_FILES, EARLY_EXIT_CSV) if early else REPORT_FILES
 
 
 def neuron_class(result: MethodResult) -> str:
@@ -198,6 +253,25 @@ def report_csv(report: Report) -> str:
                  f"{top1:.6f}", f"{top5:.6f}", f"{agree:.6f}", f"{sops:.1f}", f"{energy:.6f}",
                  f"{report.ann.top1:.6f}"]
             )
+    return buffer.getvalue()
+
+
+def early_exit_csv(report: Report) -> str:
+    """One row per method × threshold of its early exit (τ empty: never early)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["method", "neuron_class", "threshold", "calib_top1", "calib_mean_steps",
+                     "top1", "mean_steps", "sops", "energy_uj", "chosen"])
+    for result in report.methods:
+        if result.early_exit is None:
+            continue
+        for index, point in enumerate(result.early_exit.points):
+            writer.writerow(
+                [result.method, neuron_class(result),
+                 "" if point.threshold is None else repr(point.threshold),
+                 f"{point.calib_top1:.6f}", f"{point.calib_mean_steps:.4f}",
+                 f"{point.top1:.6f}", f"{point.mean_steps:.4f}", f"{point.sops:.1f}",
+                 f"{point.energy_uj:.6f}", int(index == result.early_exit.chosen)])
     return buffer.getvalue()
 
 
@@ -258,6 +332,27 @@ def attribution_lines(result: MethodResult) -> list[str]:
             f"ideal: {ideal:.2f} % (SNN {100 * result.top1[-1]:.2f} %)"]
 
 
+def early_exit_heading(result: MethodResult) -> str:
+    """What the early-exit lines mean (the same for every method of a job)."""
+    early = result.early_exit
+    return (f"early exit: a sample stops at the first t whose margin (top output − runner-up, "
+            f"mean per step) reaches τ;\n  τ chosen on {early.calib_samples} calibration "
+            f"images, at most {100 * early.tolerance:.2f} pp below their top-1 at T")
+
+
+def early_exit_lines(result: MethodResult) -> list[str]:
+    """The CLI's line for one method: its operating point against its readout at T."""
+    early = result.early_exit
+    if early is None:
+        return []
+    point, last = early.operating_point, early.points[-1]
+    threshold = "τ = ∞" if point.threshold is None else f"τ = {point.threshold:.4g}"
+    share = f"{100 * point.sops / last.sops:.0f} %" if last.sops > 0 else "–"
+    return [f"  {result.method:<16} {threshold}: {100 * point.top1:.2f} % at "
+            f"{point.mean_steps:.2f} mean steps (T = {len(result.top1)}: "
+            f"{100 * result.top1[-1]:.2f} %), {share} of the SOPs"]
+
+
 def _quantised_lines(reports: tuple[Report, ...]) -> list[str]:
     """The quantised-ANN baseline of each distinct T among the reports."""
     lines, seen = [], set()
@@ -305,14 +400,16 @@ def accuracy_table(*reports: Report) -> str:
 
 
 def accuracy_figure(report: Report):
-    """Accuracy-vs-timestep figure with the ANN's accuracy as a reference line."""
+    """Accuracy-vs-timestep figure with the ANN's accuracy as a reference line; with early
+    exit, a second panel of accuracy against mean steps."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(7, 4.2), dpi=110)
-    axes = figure.add_subplot()
+    early = [result for result in report.methods if result.early_exit is not None]
+    figure = Figure(figsize=(12, 4.2) if early else (7, 4.2), dpi=110)
+    axes = figure.add_subplot(1, 2, 1) if early else figure.add_subplot()
     colours = {}
     for result in report.methods:
         steps = range(1, len(result.top1) + 1)
@@ -341,8 +438,34 @@ def accuracy_figure(report: Report):
     axes.set_ylim(0, 100)
     axes.grid(True, alpha=0.3)
     axes.legend(loc="lower right", fontsize=8)
+    if early:
+        _early_exit_axes(figure.add_subplot(1, 2, 2, sharey=axes), early, colours,
+                         log_steps=longest >= 16)
     figure.tight_layout()
     return figure
+
+
+def _early_exit_axes(axes, results: list[MethodResult], colours: dict[str, str],
+                     log_steps: bool) -> None:
+    """Test top-1 against mean exit steps per method (one point per τ, the operating point
+    a star), beside the plain readout at each t (faint) at the same steps."""
+    for result in results:
+        colour, points = colours[result.method], result.early_exit.points
+        axes.plot(range(1, len(result.top1) + 1), [100 * a for a in result.top1],
+                  color=colour, linewidth=1, alpha=0.35)
+        axes.plot([p.mean_steps for p in points], [100 * p.top1 for p in points],
+                  color=colour, marker=".", linewidth=1.6,
+                  label=f"{result.method}: early exit")
+        chosen = result.early_exit.operating_point
+        axes.plot([chosen.mean_steps], [100 * chosen.top1], marker="*", markersize=11,
+                  color=colour, linestyle="none")
+    if log_steps:
+        axes.set_xscale("log", base=2)
+    axes.set_xlabel("mean steps per sample")
+    axes.set_title("early exit: test top-1 vs mean steps (★ chosen; faint: every sample at t)",
+                   fontsize=9)
+    axes.grid(True, alpha=0.3)
+    axes.legend(loc="lower right", fontsize=8)
 
 
 def _mark_choice(axes, choice: LatencyChoice, colours: dict[str, str]) -> None:
@@ -356,7 +479,8 @@ def _mark_choice(axes, choice: LatencyChoice, colours: dict[str, str]) -> None:
 
 
 def write_report_files(report: Report, out_dir: Path) -> dict[str, Path]:
-    """Write report.json, report.csv, accuracy.svg and accuracy.png atomically into out_dir."""
+    """Write report.json, report.csv, accuracy.svg and accuracy.png atomically into out_dir,
+    and early-exit.csv when the report has early exit (``report_files``)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     figure = accuracy_figure(report)
@@ -371,6 +495,8 @@ def write_report_files(report: Report, out_dir: Path) -> dict[str, Path]:
         "accuracy.svg": rendered["svg"],
         "accuracy.png": rendered["png"],
     }
+    if EARLY_EXIT_CSV in report_files(report):
+        contents[EARLY_EXIT_CSV] = early_exit_csv(report).encode()
     paths = {}
     for name, data in contents.items():
         paths[name] = out_dir / name

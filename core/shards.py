@@ -14,6 +14,10 @@ whole split gives.  What merges how:
   ``energy_uj`` and the per-layer ``firing_rate``, ``saturated_fraction``,
   ``silent_fraction`` and ``rate_error`` (each layer has the same neurons per sample, so the
   per-neuron mean over the whole split is the sample-weighted mean of the slices' means).
+- early exit: per threshold, the correct samples and the exit steps add up exactly, SOPs
+  and energy as sample-weighted means; the thresholds and the calibration numbers come from
+  the job's plan (chosen once, ``core.pipeline.share_networks``), so every slice has the
+  same ones (checked), and the operating point is chosen again from them.
 - taken from the first slice (the same in every slice): ``latency``, ``parameters``,
   ``analog_input`` and each layer's name, kind, channels and threshold statistics.
 - ``seconds``: the simulation seconds of all slices added up (work, not wall time).
@@ -30,8 +34,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from core.early_exit import ExitCounts, calibration_of, slice_counts, summarise
 from core.paths import atomic_write_bytes
-from core.report import LayerAttribution, LayerStats, MethodResult
+from core.report import EarlyExit, LayerAttribution, LayerStats, MethodResult
 
 # Progress of a sharded job: conversion up to SHARDS_START, the shards up to SHARDS_END.
 SHARDS_START, SHARDS_END = 0.30, 0.95
@@ -52,6 +57,8 @@ class ShardMethod(BaseModel):
     attribution_correct: dict[str, list[int]] = Field(
         default_factory=dict, description="per attributed layer (in order): its hybrid's "
                                           "correct samples per t")
+    exit_counts: ExitCounts | None = Field(
+        None, description="with early exit: the slice's sums at each threshold")
     template: MethodResult = Field(description="the slice's MethodResult (fields copied)")
 
 
@@ -96,6 +103,8 @@ def to_shard(result: MethodResult, samples: int) -> ShardMethod:
         layers=result.layers,
         attribution_correct={a.layer: [_count(f, samples) for f in a.top1]
                              for a in result.error_attribution},
+        exit_counts=(None if result.early_exit is None
+                     else slice_counts(result.early_exit, samples)),
         template=result.model_copy(update={"layers": [], "error_attribution": []}))
 
 
@@ -109,7 +118,8 @@ def _column_sums(rows: list[list[float]]) -> list[float]:
     return [sum(column) for column in zip(*rows, strict=True)]
 
 
-_WEIGHTED_LAYER_FIELDS = ("firing_rate", "saturated_fraction", "silent_fraction", "rate_error")
+_WEIGHTED_LAYER_FIELDS = ("firing_rate", "saturated_fraction", "silent_fraction", "rate_error",
+                          "spikes_per_sample")
 
 
 def _merge_layers(parts: list[ShardMethod], samples: int) -> list[LayerStats]:
@@ -140,6 +150,21 @@ def _merge_attribution(parts: list[ShardMethod], samples: int,
     return merged
 
 
+def _merge_early_exit(parts: list[ShardMethod]) -> EarlyExit | None:
+    """The early exit at the plan's thresholds from the slices' summed counts."""
+    first = parts[0].template.early_exit
+    if first is None:
+        return None
+    calibration = calibration_of(first)
+    if any(part.template.early_exit is None
+           or calibration_of(part.template.early_exit) != calibration for part in parts):
+        raise ValueError("the shards exited early at different thresholds")
+    total = parts[0].exit_counts
+    for part in parts[1:]:
+        total = total + part.exit_counts
+    return summarise(calibration, total)
+
+
 def merge_method(parts: list[ShardMethod]) -> MethodResult:
     """One method's MethodResult over all its slices (see the module docstring)."""
     if not parts:
@@ -158,6 +183,7 @@ def merge_method(parts: list[ShardMethod]) -> MethodResult:
         "sops": _fractions(_column_sums([p.sops_sum for p in parts]), samples),
         "energy_uj": _fractions(_column_sums([p.energy_uj_sum for p in parts]), samples),
         "layers": _merge_layers(parts, samples),
+        "early_exit": _merge_early_exit(parts),
         "reference_top1": (None if None in references
                            else sum(references) / max(samples, 1)),
         "seconds": sum(part.template.seconds for part in parts),

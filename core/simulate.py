@@ -5,7 +5,9 @@ ANN's prediction (argmax of the output current accumulated up to t), cumulative 
 operations, and per-layer statistics at T.  Stateless layers run on a chunk of steps at
 once (time folded into the batch); the chunk length follows the memory budget (and on a CPU
 the cache, ``chunk_steps``).  IF neurons run fused with the factors and pooling after them
-(``core.graph.fusion``) on a compiled kernel (``core.if_kernel``).
+(``core.graph.fusion``) on a compiled kernel (``core.if_kernel``).  On request (``per_sample``)
+each batch's per-sample readout after every t (prediction, margin, synaptic operations) also
+goes to a sink, for early exit (``core.early_exit``); the summary stays bit-identical.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 import torch
 from torch import fx, nn
 
+from core.early_exit import BatchTrace, output_margin
 from core.energy import analog_layers, device_of, microjoules, synaptic_fanouts
 from core.graph.fusion import fuse_if_outputs
 from core.graph.layout import (
@@ -38,6 +41,7 @@ from core.report import LayerStats, MethodResult
 from core.snn import SpikingNetwork
 
 StepProgress = Callable[[float, list[float]], None]
+SampleSink = Callable[[BatchTrace], None]
 
 
 @dataclass
@@ -83,11 +87,22 @@ def topk_correct(logits: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Te
     return (top == labels.unsqueeze(-1)).any(-1).sum(-1)
 
 
+@dataclass
+class _Count:
+    """One synaptic layer's events × fan-out over one call, per step."""
+
+    layer: str
+    total: torch.Tensor            # [steps], summed over the batch
+    samples: torch.Tensor | None   # [steps, B], when the counter keeps samples apart
+
+
 class _SynapticCounter:
     """Forward pre-hooks that count spike events × fan-out at each synaptic layer.
 
     Each hook call covers a whole chunk of steps; its counts stay on the device (no sync)
     and are kept per layer in call order, so a caller can re-sum them exactly as they came.
+    With ``per_sample`` each count also keeps its samples apart (for early exit); the batch
+    totals are summed as without it, so they stay bit-identical.
     """
 
     def __init__(self, network: fx.GraphModule, fanouts: dict[str, torch.Tensor],
@@ -104,7 +119,8 @@ class _SynapticCounter:
         self.steps = 1
         self.event_scale: dict[str, float] | None = None  # ASG: events = value·scale
         self.recording = True
-        self.counted: list[tuple[str, torch.Tensor]] = []  # (layer, events × fan-out per step)
+        self.per_sample = False
+        self.counted: list[_Count] = []
         self._scratch: torch.Tensor | None = None
         self._ordered_fanouts: dict[tuple[str, tuple[int, ...]], torch.Tensor] = {}
 
@@ -147,20 +163,31 @@ class _SynapticCounter:
                 fanout = self.fanouts[name]
                 events = (x * self.event_scale[name]).reshape(1, -1, fanout.numel())
             # per-sample sums stay well inside float32's exact integers; the batch total not
-            self.counted.append((name, (events @ fanout).double().sum(1)))
+            self._keep(name, (events @ fanout).double())
         return count
+
+    def _keep(self, name: str, samples: torch.Tensor) -> None:
+        self.counted.append(_Count(name, samples.sum(1), samples if self.per_sample else None))
 
     def _fused_hook(self, name: str):
         def count(module: FusedIFNeuron, args: tuple, output: torch.Tensor) -> None:
             if self.recording:
-                self.counted.append((name, module.events))
+                self._keep(name, module.events)
         return count
 
-    def take(self, steps: int) -> torch.Tensor:
+    def take(self, steps: int, batch: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Events × fan-out per step since the last call, summed over the layers in the order
-        they were counted (zeros when nothing was counted); stays on the device."""
+        they were counted (zeros when nothing was counted), and with ``per_sample`` the same
+        per step and sample; stays on the device."""
         counted, self.counted = self.counted, []
-        return _sum_in_order([c for _, c in counted], steps, self.device)
+        return self.add_up(counted, steps, batch)
+
+    def add_up(self, counted: list[_Count], steps: int, batch: int
+               ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        total = _sum_in_order([c.total for c in counted], (steps,), self.device)
+        if not self.per_sample:
+            return total, None
+        return total, _sum_in_order([c.samples for c in counted], (steps, batch), self.device)
 
     def close(self) -> None:
         for handle in self.handles:
@@ -168,9 +195,10 @@ class _SynapticCounter:
         self._scratch = None
 
 
-def _sum_in_order(values: list[torch.Tensor], steps: int, device: torch.device) -> torch.Tensor:
+def _sum_in_order(values: list[torch.Tensor], shape: tuple[int, ...],
+                  device: torch.device) -> torch.Tensor:
     if not values:
-        return torch.zeros(steps, dtype=torch.float64, device=device)
+        return torch.zeros(shape, dtype=torch.float64, device=device)
     total = values[0]
     for value in values[1:]:
         total = total + value
@@ -224,7 +252,8 @@ def _layer_reports(tally: _Tally) -> list[LayerStats]:
             threshold_min=float(layer.threshold.min()),
             threshold_max=float(layer.threshold.max()),
             firing_rate=layer.rate / n, saturated_fraction=layer.saturated / n,
-            silent_fraction=layer.silent / n, rate_error=layer.error / n))
+            silent_fraction=layer.silent / n, rate_error=layer.error / n,
+            spikes_per_sample=layer.rate * tally.steps / max(tally.samples, 1)))
     return reports
 
 
@@ -274,16 +303,32 @@ def chunk_steps(steps: int, batch_size: int, bytes_per_step: int, memory_budget_
     return max(1, min(steps, fit))
 
 
+@dataclass
+class _SampleReadout:
+    """A batch's per-sample readout after every step t (rows t − 1)."""
+
+    prediction: torch.Tensor  # [T, B]
+    margin: torch.Tensor      # [T, B] output margin of the mean output per step
+    sops: torch.Tensor        # [T, B] synaptic operations up to the readout after t steps
+
+    def trace(self, labels: np.ndarray, energy_uj: Callable[[np.ndarray], np.ndarray]
+              ) -> BatchTrace:
+        sops = self.sops.cpu().numpy()
+        return BatchTrace(prediction=self.prediction.cpu().numpy(),
+                          margin=self.margin.cpu().numpy(), sops=sops,
+                          energy_uj=energy_uj(sops), labels=labels)
+
+
 def _simulate_if_batch(snn: SpikingNetwork, network: fx.GraphModule, x, y, reference_prediction,
                        tally, counter, chunk: int, report: Callable[[int], None],
-                       layout: Callable[[torch.Tensor], torch.Tensor]) -> None:
+                       layout: Callable[[torch.Tensor], torch.Tensor]) -> _SampleReadout | None:
     steps = snn.timesteps
     reset_state(network)
     snn.encoder.begin(x)
     constant = snn.encoder.analog and constant_input_is_safe(network)
     x = layout(x)
     accumulated = None
-    events = []
+    events, readouts = [], []
     for start in range(0, steps, chunk):
         stop = min(steps, start + chunk)
         set_steps(network, stop - start, batch=len(x) if constant else None)
@@ -293,13 +338,21 @@ def _simulate_if_batch(snn: SpikingNetwork, network: fx.GraphModule, x, y, refer
         running = out.cumsum(0) if accumulated is None else accumulated + out.cumsum(0)
         accumulated = running[-1]
         tally.add_readout(start, running, y, reference_prediction)
-        events.append(counter.take(stop - start))
+        if counter.per_sample:  # the margin of the mean output per step, m(t) = margin / t
+            elapsed = torch.arange(start + 1, stop + 1, device=running.device).view(-1, 1)
+            readouts.append((running.argmax(-1), output_margin(running) / elapsed))
+        events.append(counter.take(stop - start, x.shape[0]))
         report(stop)
-    tally.sops += torch.cat(events).cpu().cumsum(0).numpy()
+    tally.sops += torch.cat([total for total, _ in events]).cpu().cumsum(0).numpy()
+    if not counter.per_sample:
+        return None
+    return _SampleReadout(prediction=torch.cat([p for p, _ in readouts]),
+                          margin=torch.cat([m for _, m in readouts]),
+                          sops=torch.cat([samples for _, samples in events]).cumsum(0))
 
 
 def _simulate_asg_batch(snn: SpikingNetwork, network: fx.GraphModule, x, y, reference_prediction,
-                        tally, counter, report: Callable[[int], None]) -> None:
+                        tally, counter, report: Callable[[int], None]) -> _SampleReadout | None:
     """Layer after layer: every ASG layer integrates its whole window before it fires.
 
     Readout after t steps of the last window: terminal neurons report their first t steps.
@@ -324,7 +377,7 @@ def _simulate_asg_batch(snn: SpikingNetwork, network: fx.GraphModule, x, y, refe
     counter.counted = []
     cached = {node: value for node, value in interpreter.env.items()
               if node not in varying and node.op != "output"}
-    outputs, sops = [], []
+    outputs, sops, sample_sops = [], [], []
     try:
         for t in range(1, window + 1):
             for name in terminal:
@@ -332,17 +385,20 @@ def _simulate_asg_batch(snn: SpikingNetwork, network: fx.GraphModule, x, y, refe
             counter.event_scale = {name: (t if name in fed_by_terminal else window) / clamp_max
                                    for name in counter.fanouts}
             outputs.append(interpreter.run(mean_input, initial_env=dict(cached)))
-            again = dict(counter.counted)
+            again = {count.layer: count for count in counter.counted}
             counter.counted = []
-            sops.append(_sum_in_order([again.get(name, value) if name in fed_by_terminal
-                                       else value for name, value in full_window],
-                                      1, counter.device))
+            total, samples = counter.add_up(
+                [again.get(count.layer, count) if count.layer in fed_by_terminal else count
+                 for count in full_window], 1, x.shape[0])
+            sops.append(total)
+            sample_sops.append(samples)
             report(t)
     finally:
         for name in terminal:
             neurons[name].readout_step = None
         counter.event_scale = None
-    tally.add_readout(0, torch.stack(outputs), y, reference_prediction)
+    outputs = torch.stack(outputs)
+    tally.add_readout(0, outputs, y, reference_prediction)
     tally.sops[:window] += torch.cat(sops).cpu().numpy()
     if any(isinstance(network.get_submodule(str(node.target)), MultiStep)
            for node in varying if node.op == "call_module"
@@ -354,14 +410,21 @@ def _simulate_asg_batch(snn: SpikingNetwork, network: fx.GraphModule, x, y, refe
         finally:
             counter.recording = True
     interpreter.env.clear()
+    if not counter.per_sample:
+        return None
+    # the readout after t steps is already a mean per step: its margin is m(t)
+    return _SampleReadout(prediction=outputs.argmax(-1), margin=output_margin(outputs),
+                          sops=torch.cat(sample_sops))
 
 
 def simulate(snn: SpikingNetwork, x: np.ndarray, y: np.ndarray, *, sample_shape: tuple[int, ...],
              batch_size: int, device: torch.device, memory_budget_mb: float,
              energy_profile: str = DEFAULT_PROFILE,
-             progress: StepProgress | None = None) -> MethodResult:
+             progress: StepProgress | None = None,
+             per_sample: SampleSink | None = None) -> MethodResult:
     """Run ``snn`` on the evaluation samples and summarise it as a MethodResult (energy on
-    ``energy_profile``'s hardware, ``core.hardware``)."""
+    ``energy_profile``'s hardware, ``core.hardware``).  With ``per_sample``, each batch's
+    ``BatchTrace`` goes to it as the batch finishes."""
     began = time.perf_counter()
     network = snn.network.to(device).eval()
     layout = _identity
@@ -377,6 +440,12 @@ def simulate(snn: SpikingNetwork, x: np.ndarray, y: np.ndarray, *, sample_shape:
     macs_layers = analog_layers(network) if snn.encoder.analog else set()
     analog_macs = sum(int(fanouts[name].sum()) for name in macs_layers if name in fanouts)
     counter = _SynapticCounter(network, fanouts, macs_layers)
+    counter.per_sample = per_sample is not None
+    analog_energy = microjoules(energy_profile, macs=analog_macs)
+
+    def energy_uj(sops):
+        return analog_energy + microjoules(energy_profile, accumulates=sops)
+
     tally = _Tally(snn.timesteps)
     neurons = neurons_of(network)
     per_step = bytes_per_sample_step(reference, sample_shape)
@@ -395,11 +464,13 @@ def simulate(snn: SpikingNetwork, x: np.ndarray, y: np.ndarray, *, sample_shape:
                 report = _BatchProgress(progress, first, len(xb), total, snn.timesteps,
                                         completed)
                 if snn.mode == "asg":
-                    _simulate_asg_batch(snn, network, xb, yb, reference_prediction, tally,
-                                        counter, report)
+                    readout = _simulate_asg_batch(snn, network, xb, yb, reference_prediction,
+                                                  tally, counter, report)
                 else:
-                    _simulate_if_batch(snn, network, xb, yb, reference_prediction, tally,
-                                       counter, chunk, report, layout)
+                    readout = _simulate_if_batch(snn, network, xb, yb, reference_prediction,
+                                                 tally, counter, chunk, report, layout)
+                if readout is not None:
+                    per_sample(readout.trace(y[first:first + batch_size], energy_uj))
                 tally.samples += len(xb)
                 _add_layer_stats(tally, neurons, activations, snn.timesteps)
                 completed = tally.fractions(tally.top1)
@@ -407,12 +478,11 @@ def simulate(snn: SpikingNetwork, x: np.ndarray, y: np.ndarray, *, sample_shape:
         counter.close()
         reset_state(network)
     sops = tally.fractions(tally.sops)
-    analog_energy = microjoules(energy_profile, macs=analog_macs)
     return MethodResult(
         method=snn.method,
         top1=tally.fractions(tally.top1), top5=tally.fractions(tally.top5),
         agreement=tally.fractions(tally.agree), sops=sops,
-        energy_uj=[analog_energy + microjoules(energy_profile, accumulates=s) for s in sops],
+        energy_uj=[energy_uj(s) for s in sops],
         latency=snn.latency, layers=_layer_reports(tally),
         reference_top1=tally.reference_correct / max(tally.samples, 1), parameters=snn.parameters,
         analog_input=snn.encoder.analog,

@@ -65,6 +65,8 @@ REPORT_FILES = {
                  "Accuracy-vs-time-step plot (SVG)."),
     "plot.png": ("accuracy.png", "image/png", "get_plot_png",
                  "Accuracy-vs-time-step plot (PNG)."),
+    "early-exit.csv": ("early-exit.csv", "text/csv; charset=utf-8", "get_early_exit_csv",
+                       "Early exit per method and threshold as CSV (jobs with early_exit)."),
     "cq-model.onnx": ("cq-model.onnx", "application/octet-stream", "get_cq_model_onnx",
                       "The CQ network fine-tuned for the paper's methods (cq-* jobs), as ONNX."),
     "cq-model.safetensors": ("cq-model.safetensors", "application/octet-stream",
@@ -153,6 +155,7 @@ def _report_file(session, settings, owner, job_id: str, filename: str,
     if not path.is_file():
         hint = ("only jobs with a cq-* method produce a CQ network"
                 if filename.startswith("cq-model") else
+                "only jobs with early_exit produce it" if filename == "early-exit.csv" else
                 "only cq-if/cq-ctt jobs with spike-aware fine-tuning produce a tuned network"
                 if filename.startswith("cq-") else "it is not on the server's data volume")
         raise ProblemError(404, "report-missing", "Report file missing",

@@ -1067,6 +1067,9 @@ function renderDownloads(jobId, report) {
     { href: `${base}/plot.png`, file: "accuracy.png", text: "plot (PNG)" },
     { href: `${base}/plot.svg`, file: "accuracy.svg", text: "plot (SVG)" },
   ];
+  if ((report.methods || []).some((method) => method.early_exit)) {
+    links.push({ href: `${base}/early-exit.csv`, file: "early-exit.csv", text: "early exit (CSV)" });
+  }
   for (const artifact of report.artifacts || []) {
     const what = artifact.startsWith("cq-model.") ? "fine-tuned CQ model" : artifact.replace(/-model\..*$/, " tuned CQ model");
     links.push({ href: `${base}/${encodeURIComponent(artifact)}`, file: artifact,

@@ -19,7 +19,8 @@ def test_every_resource_is_versioned(client):
         "/v1/models", "/v1/models/{model_id}", "/v1/datasets", "/v1/datasets/{name}",
         "/v1/jobs", "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/cancel", "/v1/jobs/{job_id}/report",
         "/v1/jobs/{job_id}/report.csv", "/v1/jobs/{job_id}/plot.svg",
-        "/v1/jobs/{job_id}/plot.png", "/v1/jobs/{job_id}/cq-model.onnx",
+        "/v1/jobs/{job_id}/plot.png", "/v1/jobs/{job_id}/early-exit.csv",
+        "/v1/jobs/{job_id}/cq-model.onnx",
         "/v1/jobs/{job_id}/cq-model.safetensors", "/healthz", "/readyz",
         "/v1/examples", "/v1/examples/{name}/import",
         *(f"/v1/jobs/{{job_id}}/{method}-model.{kind}" for method in ("cq-if", "cq-ctt")

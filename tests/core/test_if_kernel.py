@@ -82,7 +82,7 @@ def test_pooled_neuron_by_hand(path):
     assert out.shape == (2, 1, 1, 1)
     assert out.flatten().tolist() == [0.25, 0.5]
     assert neuron.spike_count.flatten().tolist() == [1.0, 2.0, 0.0, 0.0]
-    assert neuron.events.tolist() == [1.0, 2.0]  # spikes the pooling received per step
+    assert neuron.events.tolist() == [[1.0], [2.0]]  # spikes the pooling received per step
 
 
 def _layer(shape, per_channel: bool, reset: str, fraction: float) -> IFNeuron:
@@ -160,7 +160,8 @@ def test_pooled_neuron_equals_neuron_then_avg_pool(path, height, width, kernel, 
         got = pooled(current)
     assert torch.equal(got, expected)
     covered = spikes[..., :height // kernel * kernel, :width // kernel * kernel]
-    assert pooled.events.tolist() == (covered != 0).reshape(steps, -1).sum(1).double().tolist()
+    per_sample = (covered != 0).reshape(steps, batch, -1).sum(2).double()
+    assert pooled.events.tolist() == per_sample.tolist()  # [steps, B]
     assert torch.equal(pooled.spike_count, plain.spike_count)
     assert torch.equal(pooled.membrane, plain.membrane)
 

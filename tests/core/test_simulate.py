@@ -70,6 +70,21 @@ def test_one_if_neuron_spikes_as_computed_by_hand():
     assert layer.threshold_mean == layer.threshold_min == layer.threshold_max == 1.0
     assert layer.firing_rate == 0.5 and layer.rate_error == 0.0  # 3 spikes in 6 = 0.5/θ
     assert layer.silent_fraction == 0.0 and layer.saturated_fraction == 0.0
+    assert layer.spikes_per_sample == result.spikes_per_sample == 3.0
+
+
+def test_spikes_per_sample_add_up_over_layers_and_samples():
+    # two samples, x = 0.5 and 0.25, θ = 1, T = 4, then a second IF layer θ = 0.5 fed the
+    # first layer's spikes ×0.5: layer 1 fires 2 and 1 spikes (u = .5, 1→0, .5, 1→0 and
+    # .25, .5, .75, 1); layer 2 gets 0.5 per spike: 0 .5 0 .5 → u = 0, .5→0, 0, .5→0: 2
+    # spikes, and 0 0 0 .5: 1 spike.  Per sample: (2 + 2 + 1 + 1) / 2 = 3 spikes.
+    modules = [linear_layer([[1.0]]), nn.ReLU(), linear_layer([[0.5]]), nn.ReLU(),
+               linear_layer([[1.0]])]
+    snn = _snn(modules, {"1": IFNeuron(1.0), "3": IFNeuron(0.5)}, DirectEncoder(), timesteps=4)
+    result = _run(snn, np.array([[0.5], [0.25]], np.float32), np.array([0, 0]))
+    assert [layer.spikes_per_sample for layer in result.layers] == [1.5, 1.5]
+    assert result.spikes_per_sample == 3.0
+    assert result.model_dump()["spikes_per_sample"] == 3.0  # in report.json
 
 
 @pytest.mark.parametrize(("reset", "spikes"), [("subtract", 6), ("zero", 4)])
