@@ -23,8 +23,14 @@ from core.datasets import catalog
 from core.errors import SnnconvError, one_line
 from core.latency_choice import choice_lines
 from core.progress import ProgressEvent
-from core.report import REPORT_FILES, accuracy_table, attribution_lines
-from core.spec import METHODS, CQOptions, JobSpec
+from core.report import (
+    accuracy_table,
+    attribution_lines,
+    early_exit_heading,
+    early_exit_lines,
+    report_files,
+)
+from core.spec import METHODS, CQOptions, JobSpec, QCFSOptions
 
 EXIT_UNEXPECTED = 1
 EXIT_USER_ERROR = 2
@@ -56,6 +62,8 @@ _CQ_ABOUT = {"learning_rate": "CQ fine-tuning learning rate",
 _CQ_DESTS = {"encoding": "cq_encoding", "finetune_epochs": "finetune_epochs",
              "levels": "levels", "clamp_max": "clamp_max",
              **{field: f"cq_{field}" for field in _CQ_EXTRA}}
+# QCFSOptions field -> its `convert` option --qcfs-<field>, its help the field's description.
+_QCFS_DESTS = {field: f"qcfs_{field}" for field in QCFSOptions.model_fields}
 _POSITIONALS = frozenset({"model"})
 # Validation errors of these models come from the user's options, not from a bug.
 _SPEC_MODELS = frozenset({"JobSpec", "CQOptions"})
@@ -130,7 +138,8 @@ def build_spec(args: argparse.Namespace) -> JobSpec:
     fields = {field: given[dest] for field in JobSpec.model_fields
               if (dest := _SPEC_DESTS.get(field, field)) in given}
     cq = {field: given[dest] for field, dest in _CQ_DESTS.items() if dest in given}
-    return JobSpec(**fields, cq=cq)
+    qcfs = {field: given[dest] for field, dest in _QCFS_DESTS.items() if dest in given}
+    return JobSpec(**fields, cq=cq, qcfs=qcfs)
 
 
 # The handlers of convert, inspect and demo import core.pipeline or core.demo when they run:
@@ -155,7 +164,11 @@ def _convert(args: argparse.Namespace) -> int:
         print("\nerror attribution: top-1 each IF layer costs, recovered when it and the layers "
               "before it run as ideal rate neurons")
         print("\n".join(attributed))
-    files = ", ".join((*REPORT_FILES, *report.artifacts))
+    exiting = [result for result in report.methods if result.early_exit is not None]
+    if exiting:
+        print("\n" + early_exit_heading(exiting[0]))
+        print("\n".join(line for result in exiting for line in early_exit_lines(result)))
+    files = ", ".join((*report_files(report), *report.artifacts))
     print(f"\nreport files written to {args.out}/ ({files})")
     return 0
 
@@ -274,6 +287,9 @@ def _add_convert_cq_options(p: argparse.ArgumentParser) -> None:
     _add_cq_option(p, "clamp_max", "CQ clamp maximum m", unset="0.25 at T=1, else 0.8")
     for field in _CQ_EXTRA:
         _add_cq_option(p, field)
+    for field, info in QCFSOptions.model_fields.items():
+        _add_field_option(p, _QCFS_DESTS[field], info, f"qcfs: {info.description}",
+                          unset="min(T, 8)" if field == "levels" else "the preset's")
 
 
 def _add_convert(subparsers) -> None:
@@ -302,6 +318,10 @@ def _add_convert(subparsers) -> None:
                      "layer's initial membrane (0: off)")
     _add_spec_option(p, "error_attribution", "per IF layer, the accuracy it costs at every t "
                      "(L more simulations)")
+    _add_spec_option(p, "early_exit", "per-sample early exit: accuracy against mean steps and "
+                     "SOPs, thresholds chosen on the calibration images")
+    _add_spec_option(p, "early_exit_tolerance", "early exit: top-1 (a fraction) the operating "
+                     "point may lose on the calibration images against T")
     _add_spec_option(p, "energy_profile", "hardware of the energy estimate (Horowitz, 45 nm)")
     _add_spec_option(p, "target_accuracy", "choice of T: report each method's smallest t "
                      "reaching this top-1 (a fraction, e.g. 0.97) and recommend a method",
@@ -386,8 +406,8 @@ def _option_name(loc: tuple, args: argparse.Namespace) -> str:
     """The option that set the spec field at ``loc``; the field's dotted name if none did."""
     if not loc:
         return ""
-    is_cq = loc[0] == "cq" and len(loc) > 1
-    dest = _CQ_DESTS.get(loc[1]) if is_cq else _SPEC_DESTS.get(loc[0], loc[0])
+    nested = {"cq": _CQ_DESTS, "qcfs": _QCFS_DESTS}.get(loc[0]) if len(loc) > 1 else None
+    dest = nested.get(loc[1]) if nested is not None else _SPEC_DESTS.get(loc[0], loc[0])
     if dest is None or dest not in vars(args):
         return ".".join(str(part) for part in loc)
     return dest if dest in _POSITIONALS else "--" + dest.replace("_", "-")

@@ -7,6 +7,8 @@ files into a folder, for the CLI, the demo and the worker.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import platform
 import shutil
@@ -23,6 +25,14 @@ from torch import fx, nn
 from core import __version__, network_files, shards
 from core.attribution import attribute_errors
 from core.datasets import Dataset, Split, load_dataset, take
+from core.early_exit import (
+    EXIT_CALIB_SAMPLES,
+    ExitCalibration,
+    ExitCounter,
+    TraceCollector,
+    calibrate,
+    summarise,
+)
 from core.energy import (
     count_macs,
     device_of,
@@ -51,7 +61,7 @@ from core.report import (
     write_report_files,
 )
 from core.simulate import simulate, topk_correct
-from core.spec import JobSpec, tuned_model_files
+from core.spec import CLASSIC_METHODS, JobSpec, tuned_model_files
 from core.train import export_onnx, export_safetensors
 from core.train.recognise import detect
 
@@ -214,9 +224,11 @@ def run(spec: JobSpec, progress: ProgressCallback = ignore_progress,
         stages.emit("convert", 0.0, f"converting with {method}")
         torch.manual_seed(spec.seed)
         snn = convert(method, ctx)
+        calibration = calibrate_early_exit(snn, ctx)
         results.append(simulate_with_attribution(
             snn, spec, evaluation.x, evaluation.y, dataset.input_shape, device,
-            progress=lambda f, partial: stages.emit("simulate", f, "simulating", partial)))
+            progress=lambda f, partial: stages.emit("simulate", f, "simulating", partial),
+            exit_calibration=calibration))
     artifacts = export_cq_model(ctx, Path(artifacts_dir)) if artifacts_dir else []
     stages.emit("report", 1.0, "done")
     analog = any(result.analog_input for result in results)
@@ -226,17 +238,42 @@ def run(spec: JobSpec, progress: ProgressCallback = ignore_progress,
 
 def simulate_with_attribution(snn, spec: JobSpec, x: np.ndarray, y: np.ndarray,
                               sample_shape: tuple[int, ...], device: torch.device,
-                              progress=None) -> MethodResult:
-    """``simulate`` as the spec asks, with the error attribution when it asks for one."""
-    def run_on_samples(network, report=None) -> MethodResult:
+                              progress=None,
+                              exit_calibration: ExitCalibration | None = None) -> MethodResult:
+    """``simulate`` as the spec asks, with the error attribution when it asks for one, and
+    the early exit at ``exit_calibration``'s thresholds when one is given."""
+    def run_on_samples(network, report=None, per_sample=None) -> MethodResult:
         return simulate(network, x, y, sample_shape=sample_shape, batch_size=spec.batch_size,
                         device=device, memory_budget_mb=spec.memory_budget_mb,
-                        energy_profile=spec.energy_profile, progress=report)
+                        energy_profile=spec.energy_profile, progress=report,
+                        per_sample=per_sample)
 
-    result = run_on_samples(snn, progress)
+    exits = None if exit_calibration is None else ExitCounter(exit_calibration.thresholds)
+    result = run_on_samples(snn, progress, exits)
+    if exits is not None:
+        result.early_exit = summarise(exit_calibration, exits.counts)
     if spec.error_attribution:
         result.error_attribution = attribute_errors(snn, result, run_on_samples)
     return result
+
+
+def calibrate_early_exit(snn, ctx: ConversionContext) -> ExitCalibration | None:
+    """With ``early_exit``: simulate the first ``EXIT_CALIB_SAMPLES`` calibration images
+    (labels from the training split, whose first images they are) and choose the early-exit
+    thresholds from them (``core.early_exit``); None without."""
+    spec = ctx.spec
+    if not spec.early_exit:
+        return None
+    samples = min(len(ctx.calib_x), EXIT_CALIB_SAMPLES)
+    collector = TraceCollector()
+    # its own copy of the encoder: a Poisson stream must start the test split where it
+    # would without early exit
+    own = dataclasses.replace(snn, encoder=copy.deepcopy(snn.encoder))
+    simulate(own, ctx.calib_x[:samples], ctx.train_y[:samples], sample_shape=ctx.sample_shape,
+             batch_size=spec.batch_size, device=ctx.device,
+             memory_budget_mb=spec.memory_budget_mb, energy_profile=spec.energy_profile,
+             per_sample=collector)
+    return calibrate(collector.joined(), spec.early_exit_tolerance)
 
 
 def report_spec(spec: JobSpec) -> dict:
@@ -302,8 +339,8 @@ def evaluation_size(spec: JobSpec) -> int:
 
 def shardable(spec: JobSpec) -> bool:
     """Whether slices give the same results as one run: not with Poisson input, whose random
-    stream runs on from one batch to the next (the paper's CQ methods ignore it)."""
-    classic = [m for m in spec.methods if not m.startswith("cq-")]
+    stream runs on from one batch to the next (only the classic methods use it)."""
+    classic = [m for m in spec.methods if m in CLASSIC_METHODS]
     return not (classic and spec.input_encoding == "poisson")
 
 
@@ -336,7 +373,7 @@ def share_networks(spec: JobSpec, out_dir: Path, shard_size: int,
     spec = ctx.spec
     emit("load", 1.0, "evaluating the ANN")
     ann_result = _ann_result(ctx.ann, evaluation, spec, dataset.input_shape)
-    names = []
+    names, calibrations = [], []
     for index, method in enumerate(spec.methods):
         current.update(method=method, index=index)
         emit("convert", 0.0, f"converting with {method}")
@@ -345,13 +382,16 @@ def share_networks(spec: JobSpec, out_dir: Path, shard_size: int,
         name = f"network-{index}"
         network_files.save_network(snn, directory, name)
         names.append(name)
+        # chosen once here, so that every slice counts at the same thresholds
+        calibration = calibrate_early_exit(snn, ctx)
+        calibrations.append(None if calibration is None else calibration.model_dump(mode="json"))
         emit("convert", 1.0, f"{method} converted and stored")
     artifacts = export_cq_model(ctx, out_dir)
     skeleton = _report(job, ann_result, [], artifacts, energy_model(False, spec.energy_profile))
     bounds = shards.shard_bounds(len(evaluation.y), shard_size, spec.batch_size)
     # the full spec (with its paths) for the shards; the report's spec names files only
     plan = {"report": skeleton.model_dump(mode="json"), "spec": spec.model_dump(mode="json"),
-            "networks": names,
+            "networks": names, "exit_calibrations": calibrations,
             "bounds": bounds, "began": began}
     atomic_write_bytes(directory / PLAN_FILE, json.dumps(plan).encode())
     return ShardPlan(directory=directory, samples=len(evaluation.y), bounds=bounds)
@@ -376,9 +416,13 @@ def evaluate_shard(directory: Path, index: int, device: str | None = None):
     x, y = evaluation.x[start:stop], evaluation.y[start:stop]
     target = resolve_device(device or spec.device)
     methods = []
-    for name in plan["networks"]:
+    calibrations = plan.get("exit_calibrations") or [None] * len(plan["networks"])
+    for name, calibration in zip(plan["networks"], calibrations, strict=True):
         snn = network_files.load_network(directory, name)
-        result = simulate_with_attribution(snn, spec, x, y, dataset.input_shape, target)
+        result = simulate_with_attribution(
+            snn, spec, x, y, dataset.input_shape, target,
+            exit_calibration=None if calibration is None
+            else ExitCalibration.model_validate(calibration))
         methods.append(shards.to_shard(result, len(y)))
     shard = shards.ShardResult(index=index, start=start, stop=stop, methods=methods)
     shards.write_shard(shard, shard_path(directory, index))

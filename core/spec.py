@@ -13,10 +13,12 @@ from core.hardware import DEFAULT_PROFILE, ProfileName
 # (tests/core/test_methods.py checks that).
 ClassicMethod = Literal["max-norm", "robust-norm", "half-threshold", "channel-norm"]
 PaperMethod = Literal["cq-asg", "cq-if", "cq-ctt"]  # the low-latency suite of Yan, Zhou & Wong
-MethodName = Literal[ClassicMethod, PaperMethod]
+TrainedIFMethod = Literal["qcfs"]  # quantisation-clip-floor-shift fine-tuning (Bu et al.)
+MethodName = Literal[ClassicMethod, PaperMethod, TrainedIFMethod]
 
 CLASSIC_METHODS: tuple[ClassicMethod, ...] = get_args(ClassicMethod)
 PAPER_METHODS: tuple[PaperMethod, ...] = get_args(PaperMethod)
+TRAINED_IF_METHODS: tuple[TrainedIFMethod, ...] = get_args(TrainedIFMethod)
 METHODS: tuple[MethodName, ...] = get_args(MethodName)
 # the suite's plain-IF methods: they take initial_membrane and spike-aware fine-tuning
 IF_METHODS: tuple[PaperMethod, ...] = ("cq-if", "cq-ctt")
@@ -123,6 +125,69 @@ class CQOptions(BaseModel):
                              description="calibration batches of threshold tuning (cq-ctt)")
 
 
+class QCFSSchedule(BaseModel):
+    """How a qcfs job trains: what a preset fixes unless the job gives the field itself."""
+
+    model_config = ConfigDict(frozen=True)
+
+    finetune_epochs: int
+    spike_finetune_epochs: int
+    augment: bool
+    lr_decay: float
+
+
+# fast: seconds on a small CNN (the demo's cnn-small at T = 1: 4 epochs, 6 s on 2 cores);
+# thorough: minutes, what the mnist-7conv targets of docs/methods.md were measured with.
+QCFS_PRESETS: dict[str, QCFSSchedule] = {
+    "fast": QCFSSchedule(finetune_epochs=4, spike_finetune_epochs=0, augment=False,
+                         lr_decay=0.7),
+    "thorough": QCFSSchedule(finetune_epochs=30, spike_finetune_epochs=4, augment=True,
+                             lr_decay=0.9),
+}
+
+
+class QCFSOptions(BaseModel):
+    """Options of the qcfs method (Bu et al., ICLR 2022); see docs/methods.md.  Its optimiser
+    is the CQ fine-tuning's (``cq.optimizer``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    preset: Literal["fast", "thorough"] = Field(
+        "fast", description="training schedule: fast = 4 QCFS epochs, no augmentation; "
+                            "thorough = 30 augmented epochs (lr ×0.9 per epoch), then 4 "
+                            "spike-aware epochs. A field given below overrides its preset")
+    levels: int | None = Field(
+        None, ge=1, le=4096, strict=True,
+        description="L, quantisation levels between 0 and each layer's clip λ; None: "
+                    "min(T, 8)")
+    finetune_epochs: int | None = Field(
+        None, ge=0, le=500, strict=True,
+        description="epochs of fine-tuning with the QCFS activation (None: the preset's); "
+                    "0 converts the upload with λ at the clip percentile, untrained")
+    learning_rate: float = Field(1e-3, gt=0, le=10, strict=True, allow_inf_nan=False,
+                                 description="learning rate of both QCFS fine-tunings")
+    lr_decay: float | None = Field(
+        None, gt=0, le=1, strict=True, allow_inf_nan=False,
+        description="learning rate factor per epoch (None: the preset's)")
+    augment: bool | None = Field(
+        None, strict=True,
+        description="shift and noise the training images (None: the preset's)")
+    clip_percentile: float = Field(
+        99.9, gt=0, le=100, strict=True, allow_inf_nan=False,
+        description="each layer's λ starts at this percentile of its positive ReLU "
+                    "activations on the calibration data")
+    spike_finetune_epochs: int | None = Field(
+        None, ge=0, le=500, strict=True,
+        description="then epochs of spike-aware fine-tuning through the IF network at T "
+                    "(θ = λ fixed, u(0) = θ/2), as for cq-if (None: the preset's)")
+
+    def schedule(self) -> QCFSSchedule:
+        """The preset's schedule with the fields this job gives in its place."""
+        given = {field: getattr(self, field) for field in QCFSSchedule.model_fields
+                 if getattr(self, field) is not None}
+        return QCFS_PRESETS[self.preset].model_copy(update=given)
+
+
 class JobSpec(BaseModel):
     """A conversion/evaluation job: the single input of ``core.pipeline.run``."""
 
@@ -173,6 +238,7 @@ class JobSpec(BaseModel):
         1024, ge=16, le=1_000_000, strict=True,
         description="memory the simulation may use for its chunk of time steps")
     cq: CQOptions = Field(default_factory=CQOptions)
+    qcfs: QCFSOptions = Field(default_factory=QCFSOptions)
     potential_correction_batches: int = Field(
         0, ge=0, le=1000, strict=True,
         description="IF methods (classic, cq-if, cq-ctt): after conversion, correct each "
@@ -184,6 +250,16 @@ class JobSpec(BaseModel):
         description="IF methods: each layer's share of the accuracy lost at every t, from "
                     "hybrids whose first k IF layers run as ideal rate neurons (L more "
                     "simulations)")
+    early_exit: bool = Field(
+        False, strict=True,
+        description="per-sample early exit: each sample stops at the first t whose output "
+                    "margin reaches a threshold chosen on the calibration images; accuracy "
+                    "against mean steps and SOPs (one more simulation, of at most 1000 "
+                    "calibration images)")
+    early_exit_tolerance: float = Field(
+        0.005, ge=0, lt=1, strict=True, allow_inf_nan=False,
+        description="early exit: the top-1 (a fraction) the operating point may lose on the "
+                    "calibration images against reading every sample at T")
     energy_profile: ProfileName = Field(
         DEFAULT_PROFILE, description="the hardware the energy estimate assumes (Horowitz, "
                                      "45 nm): fp32, fp16, int32 or int8 arithmetic")

@@ -9,7 +9,13 @@ from torch import fx, nn
 from core.errors import UnsupportedModel, rectifier_advice
 from core.graph import patterns as P
 from core.graph.input_layout import permutation_of
-from core.graph.modules import INPUT_CODINGS, ChannelAffine, ClampedReLU, CQActivation
+from core.graph.modules import (
+    INPUT_CODINGS,
+    ChannelAffine,
+    ClampedReLU,
+    CQActivation,
+    QCFSActivation,
+)
 from core.graph.rectifiers import non_rectifier_kind
 from core.preflight import NodeVerdict, PreflightReport
 
@@ -19,7 +25,7 @@ RESIDUAL_TARGETS = P.ADD_TARGETS | P.CONCAT_FUNCTIONS
 
 def is_activation(module: nn.Module | None) -> bool:
     """True for the modules the converter turns into spiking neurons."""
-    return isinstance(module, (ClampedReLU, CQActivation))
+    return isinstance(module, (ClampedReLU, CQActivation, QCFSActivation))
 
 
 def is_cq(module: nn.Module | None) -> bool:
@@ -66,6 +72,8 @@ def _function_verdict(gm: fx.GraphModule, node: fx.Node) -> tuple[str, str]:
 def _module_verdict(module: nn.Module) -> tuple[str, str]:
     if is_cq(module):
         return "converted", f"CQ activation (m={module.clamp_max:g}, L={module.levels}) → neuron"
+    if isinstance(module, QCFSActivation):
+        return "converted", f"QCFS activation (L={module.levels}) → IF neuron, θ = λ, u(0) = θ/2"
     if isinstance(module, ClampedReLU):
         bound = "" if module.clamp_max is None else f" clamped at {module.clamp_max:g}"
         return "converted", f"ReLU{bound} → integrate-and-fire neuron"

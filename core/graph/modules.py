@@ -1,7 +1,8 @@
 """Canonical ANN modules that the graph passes rewrite recognised patterns into.
 
 ``ClampedReLU`` and ``ChannelAffine`` for plain networks; ``CQActivation`` (Yan, Zhou & Wong,
-AAAI 2021 / TNNLS) and the input codings ``VREncode`` / ``ICEExpand`` for CQ-trained ones.
+AAAI 2021 / TNNLS) and the input codings ``VREncode`` / ``ICEExpand`` for CQ-trained ones;
+``QCFSActivation`` (Bu et al., ICLR 2022) for the qcfs method.
 An SNN neuron can emit at most T spikes in a window of T steps, so its rate takes only the
 T + 1 values {0, 1/L, ..., T/L}; training the ANN with exactly that activation removes the
 clipping and quantisation errors of conversion.  The input codings map pixels p ∈ [0, 1] to
@@ -132,6 +133,51 @@ class CQActivation(nn.Module):
     def extra_repr(self) -> str:
         return (f"clamp_max={self.clamp_max}, levels={self.levels}, "
                 f"surrogate_margin={self.surrogate_margin}")
+
+
+def qcfs_quantize(z: torch.Tensor, threshold: torch.Tensor, levels: int) -> torch.Tensor:
+    """λ · floor(clamp(z / λ, 0, 1) · L + ½) / L with plain torch ops."""
+    return torch.floor(torch.clamp(z / threshold, 0.0, 1.0) * levels + 0.5) / levels * threshold
+
+
+class QCFSActivation(nn.Module):
+    """Quantisation–clip–floor–shift activation (Bu et al., ICLR 2022) with a trainable clip λ.
+
+    Forward:  a = (λ / L) · floor(clamp(z / λ, 0, 1) · L + ½),
+    L levels between 0 and λ, each step half a level earlier than plain floor quantisation.
+    An IF neuron with θ = λ, spikes of amplitude λ, reset by subtraction and u(0) = θ/2 fires
+    floor(clamp(z / λ, 0, 1) · T + ½) spikes in T steps under a constant input z: at T = L
+    exactly this activation, and at any other T with zero expected error (the paper's
+    Theorem 2); the ½ shift is what the start u(0) = θ/2 adds to the count.
+    Backward: straight-through floor, so ∂a/∂z = 1 on 0 < z < λ; λ (one per layer) learns
+    from both the clip and the scale, as in the paper.
+    """
+
+    def __init__(self, levels: int, threshold: float):
+        super().__init__()
+        if levels < 1:
+            raise ValueError(f"levels must be a positive integer, got {levels}")
+        if not threshold > 0:
+            raise ValueError(f"threshold must be positive, got {threshold}")
+        self.levels = int(levels)
+        self.threshold = nn.Parameter(torch.tensor(float(threshold)))
+
+    def clip(self) -> torch.Tensor:
+        """λ, kept away from 0 so that z / λ stays finite while it trains."""
+        return self.threshold.clamp_min(1e-4)
+
+    def clip_value(self) -> float:
+        return float(self.clip().detach())
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        if not torch.is_grad_enabled() or _is_exporting():
+            return qcfs_quantize(z, self.clip(), self.levels)
+        scaled = torch.clamp(z / self.clip(), 0.0, 1.0) * self.levels + 0.5
+        level = scaled + (torch.floor(scaled) - scaled).detach()  # straight-through floor
+        return level / self.levels * self.clip()
+
+    def extra_repr(self) -> str:
+        return f"levels={self.levels}, threshold={float(self.threshold):.4g}"
 
 
 def _whole_window(levels: int, clamp_max: float) -> int:

@@ -18,7 +18,13 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from core.errors import UnsupportedModel
-from core.graph.modules import INPUT_CODINGS, ChannelAffine, ClampedReLU, CQActivation
+from core.graph.modules import (
+    INPUT_CODINGS,
+    ChannelAffine,
+    ClampedReLU,
+    CQActivation,
+    QCFSActivation,
+)
 
 ADD_TARGETS = {operator.add, torch.add, operator.sub, torch.sub}
 MUL_TARGETS = {operator.mul, torch.mul}
@@ -133,7 +139,7 @@ class LeafTracer(fx.Tracer):
     """Keeps our own activation, affine and input-coding modules as single call_module nodes."""
 
     def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
-        leaves = (ClampedReLU, ChannelAffine, CQActivation, *INPUT_CODINGS)
+        leaves = (ClampedReLU, ChannelAffine, CQActivation, QCFSActivation, *INPUT_CODINGS)
         return isinstance(module, leaves) or super().is_leaf_module(module, qualified_name)
 
 

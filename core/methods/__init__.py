@@ -15,6 +15,7 @@ from core.methods import (
     cq_if,
     half_threshold,
     max_norm,
+    qcfs,
     robust_norm,
 )
 from core.methods.context import ConversionContext
@@ -30,6 +31,7 @@ CONVERTERS: dict[MethodName, Callable[[ConversionContext], SpikingNetwork]] = {
     "cq-asg": cq_asg.convert,
     "cq-if": cq_if.convert,
     "cq-ctt": cq_ctt.convert,
+    "qcfs": qcfs.convert,
 }
 
 

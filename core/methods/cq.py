@@ -135,7 +135,7 @@ def spike_finetuned(ctx: ConversionContext, cq: CQNetwork, method: str,
         return cq.body, None
     trainable = spike_trainable(cq.body, cq_encoder(cq), cq.window, lambda name: if_neuron(
         cq, ctx, None if thresholds is None else thresholds[name]))
-    trained = _train(ctx, trainable, epochs, "spike-aware fine-tuning",
+    trained = train_with_job_options(ctx, trainable, epochs, "spike-aware fine-tuning",
                      ctx.spec.cq.spike_learning_rate)
     model = copy.deepcopy(cq.model)
     copy_parameters(trainable.network, model)
@@ -193,28 +193,31 @@ def _batchnorm_source(model: fx.GraphModule, ctx: ConversionContext) -> str:
     return "kept from the upload"
 
 
-def _train(ctx: ConversionContext, model: nn.Module, epochs: int, what: str,
-           lr: float | None = None) -> dict:
-    """Fine-tune ``model`` with the job's CQ training options (``lr`` instead of their
-    learning rate if given); what the report records."""
+def train_with_job_options(ctx: ConversionContext, model: nn.Module, epochs: int, what: str,
+                           lr: float | None = None, *, augment: bool | None = None,
+                           lr_decay: float | None = None) -> dict:
+    """Fine-tune ``model`` with the job's CQ training options (``lr``, ``augment`` and
+    ``lr_decay`` instead of theirs where given); what the report records."""
     options = ctx.spec.cq
     lr = options.learning_rate if lr is None else lr
+    augment = options.augment if augment is None else augment
+    lr_decay = options.lr_decay if lr_decay is None else lr_decay
 
     def report(fraction: float, message: str) -> None:
         ctx.progress("finetune", fraction, f"{what}: {message}")
 
     result = fit(model, Split(ctx.train_x, ctx.train_y), epochs=epochs, lr=lr,
                  batch_size=min(ctx.spec.batch_size, 128), optimizer=options.optimizer,
-                 lr_decay=options.lr_decay, augment=options.augment, seed=ctx.spec.seed,
+                 lr_decay=lr_decay, augment=augment, seed=ctx.spec.seed,
                  device=ctx.device, progress=report)
     return {"epochs": epochs, "optimizer": options.optimizer,
-            "learning_rate": lr, "lr_decay": options.lr_decay,
+            "learning_rate": lr, "lr_decay": lr_decay, "augment": augment,
             "final_loss": result.final_loss, "train_top1": result.train_accuracy,
             "seconds": round(result.seconds, 2)}
 
 
 def _finetune(ctx: ConversionContext, model: fx.GraphModule, margin: float) -> dict:
-    trained = _train(ctx, model, ctx.spec.cq.finetune_epochs, "CQ fine-tuning")
+    trained = train_with_job_options(ctx, model, ctx.spec.cq.finetune_epochs, "CQ fine-tuning")
     return {"epochs": trained.pop("epochs"), "source": "fine-tuned from the uploaded ANN",
             "batchnorm": _batchnorm_source(model, ctx), **trained,
             "surrogate_margin": margin}

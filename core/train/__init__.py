@@ -1,4 +1,4 @@
-"""CQ training: the ReLU → CQ rewrite, input coding, the training loop, export.
+"""CQ and QCFS training: the ReLU → CQ / QCFS rewrites, input coding, the training loop, export.
 
 The modules it inserts (``CQActivation``, ``VREncode``, ``ICEExpand``) live in
 core/graph/modules.py beside the other canonical modules; they are re-exported here.
@@ -8,7 +8,7 @@ from core.graph.modules import CQActivation, ICEExpand, VREncode, cq_quantize
 from core.train.export import export_onnx, export_safetensors
 from core.train.fit import EpochStats, FitResult, evaluate, fit
 from core.train.input_coding import with_input_coding
-from core.train.rewrite import to_cq
+from core.train.rewrite import to_cq, to_qcfs
 
 __all__ = [
     "CQActivation",
@@ -22,5 +22,6 @@ __all__ = [
     "export_safetensors",
     "fit",
     "to_cq",
+    "to_qcfs",
     "with_input_coding",
 ]

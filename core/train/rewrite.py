@@ -1,4 +1,5 @@
-"""Rewrite a ReLU network into its CQ form (the graph the paper trains and converts).
+"""Rewrite a ReLU network into its CQ form (the graph the paper trains and converts), or into
+its QCFS form (the qcfs method's).
 
 Every pass returns a new GraphModule; the caller's model is never touched.
 """
@@ -14,7 +15,7 @@ from core.errors import UnsupportedModel
 from core.graph import patterns as P
 from core.graph.analysis import is_activation, is_cq
 from core.graph.canonicalize import recognise_activations
-from core.graph.modules import ClampedReLU, CQActivation
+from core.graph.modules import ClampedReLU, CQActivation, QCFSActivation
 
 _AVG_POOL_MODULES = (nn.AvgPool2d, nn.AdaptiveAvgPool2d)
 _AVG_POOL_FUNCTIONS = {F.avg_pool2d, F.adaptive_avg_pool2d}
@@ -85,11 +86,12 @@ def _replace_functional_max_pool(node: fx.Node) -> None:
     node.kwargs = values
 
 
-def _replace_relus(graph_module: fx.GraphModule, make_cq: Callable[[], CQActivation]) -> None:
-    """Every ClampedReLU (the canonical form of ReLU, ReLU6, clamp(0, ·)) becomes CQ."""
+def _replace_relus(graph_module: fx.GraphModule,
+                   make: Callable[[str, ClampedReLU], nn.Module]) -> None:
+    """Every ClampedReLU (the canonical form of ReLU, ReLU6, clamp(0, ·)) becomes ``make``'s."""
     for name, module in list(graph_module.named_modules()):
         if isinstance(module, ClampedReLU):
-            graph_module.add_submodule(name, make_cq())
+            graph_module.add_submodule(name, make(name, module))
 
 
 def _quantise_pools(graph_module: fx.GraphModule, make_cq: Callable[[], CQActivation]) -> None:
@@ -131,6 +133,26 @@ def to_cq(
     def make_cq() -> CQActivation:
         return CQActivation(clamp_max, levels, surrogate_margin)
 
-    _replace_relus(graph_module, make_cq)
+    _replace_relus(graph_module, lambda _name, _relu: make_cq())
     _quantise_pools(graph_module, make_cq)
+    return P.finish(graph_module)
+
+
+def to_qcfs(model: nn.Module | fx.GraphModule, levels: int,
+            clips: dict[str, float]) -> fx.GraphModule:
+    """Return a new GraphModule with every ReLU replaced by QCFSActivation(L, λ).
+
+    ``clips`` gives each activation's starting λ by its name in
+    ``recognise_activations(model)`` (a ReLU6 or clamp keeps its own bound if lower).  Max
+    pooling becomes average pooling, as in ``to_cq``; pools stay linear (an IF layer's spikes
+    averaged are the next layer's input current), and so does the output layer.
+    """
+    graph_module = recognise_activations(model)
+    _replace_max_pools(graph_module)
+
+    def make_qcfs(name: str, relu: ClampedReLU) -> QCFSActivation:
+        bound = clips[name] if relu.clamp_max is None else min(clips[name], relu.clamp_max)
+        return QCFSActivation(levels, bound)
+
+    _replace_relus(graph_module, make_qcfs)
     return P.finish(graph_module)

@@ -72,8 +72,10 @@ def spike_trainable(body: fx.GraphModule, encoder: InputEncoder, window: int,
 
 
 def copy_parameters(source: nn.Module, target: nn.Module) -> None:
-    """Set every parameter of ``target`` to the parameter of the same name in ``source``."""
+    """Set every parameter of ``target`` to the parameter of the same name in ``source``;
+    those ``source`` lacks (a QCFS clip λ, which the IF network holds as its fixed θ) stay."""
     trained = dict(source.named_parameters())
     with torch.no_grad():
         for name, parameter in target.named_parameters():
-            parameter.copy_(trained[name])
+            if name in trained:
+                parameter.copy_(trained[name])

@@ -8,7 +8,7 @@ import torch
 from core.methods import CONVERTERS, ConversionContext, convert
 from core.methods.cq import build_cq_network
 from core.simulate import simulate
-from core.spec import CLASSIC_METHODS, METHODS, PAPER_METHODS, JobSpec
+from core.spec import CLASSIC_METHODS, METHODS, PAPER_METHODS, TRAINED_IF_METHODS, JobSpec
 from core.train import CQActivation
 
 CPU = torch.device("cpu")
@@ -39,7 +39,7 @@ def ann_top1(ann, arrays) -> float:
 def test_every_method_name_has_exactly_one_converter():
     """The names are stated once (core.spec); the converter table must cover exactly them."""
     assert sorted(CONVERTERS) == sorted(METHODS)
-    assert CLASSIC_METHODS + PAPER_METHODS == METHODS
+    assert CLASSIC_METHODS + PAPER_METHODS + TRAINED_IF_METHODS == METHODS
     assert JobSpec(model_path="unused.onnx", methods=list(METHODS)).methods == list(METHODS)
 
 
