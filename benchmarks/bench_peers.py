@@ -4,11 +4,12 @@ Every configuration gets the same weights, the same calibration images and the s
 images, and is read out by accumulating the output layer's current.  Three passes:
 
 - accuracy: top-1 after t steps for every t up to ``Sizes.peer_steps`` (one run each; the
-  paper's CQ networks have a fixed window T and are run for that window only);
+  paper's CQ networks and snnconv's qcfs networks are fine-tuned for a fixed window T and
+  are run for that window only);
 - cost, in interleaved rounds: every round times the ANN's forward pass and then every
   configuration once, on the same ``peer_cost_samples`` images at ``peer_cost_steps`` (a CQ
-  network at its own T); reported are medians over the rounds of image·steps/s, of spikes
-  per image and of time ÷ (T × the ANN's forward time of that round);
+  or qcfs network at its own T); reported are medians over the rounds of image·steps/s, of
+  spikes per image and of time ÷ (T × the ANN's forward time of that round);
 - peak memory: one child process per configuration (2 torch threads, batch 100) converts,
   warms up, resets the kernel's peak-RSS mark and reads VmHWM after one simulation, as
   ``bench_memory`` does.
@@ -17,6 +18,8 @@ The peers are not project dependencies: ``make bench`` (or ``make bench-peers``)
 them, pinned in the Makefile's ``PEERS``, with ``pip install --no-deps --target .bench-deps``,
 and this module appends ``.bench-deps`` to ``sys.path``: nothing there can change or shadow
 the project's torch.  A peer that does not import is reported with its error and left out.
+SpikingJelly's recipes are run by ``benchmarks.peer_recipes``, which other benchmarks use to
+convert their own trained networks the same way.
 
     .venv/bin/python -m benchmarks.bench_peers [--quick] [--samples N] [--out FILE]
 """
@@ -58,19 +61,27 @@ from benchmarks.bench_common import (  # noqa: E402
     prepare,
 )
 from benchmarks.common import markdown_table  # noqa: E402
+from benchmarks.peer_recipes import (  # noqa: E402
+    BATCH,
+    PERCENTILE,
+    RECIPES,
+    SpikingJellyNetwork,
+    top1_per_step,
+)
+from benchmarks.peer_recipes import version as spikingjelly_version  # noqa: E402
 from core import zoo  # noqa: E402
 from core.datasets import load_dataset  # noqa: E402
 from core.simulate import simulate  # noqa: E402
-from core.spec import CQOptions, JobSpec  # noqa: E402
+from core.spec import CQOptions, JobSpec, QCFSOptions  # noqa: E402
 
-PERCENTILE = 99.9
-BATCH = 100
 MEMORY_THREADS = 2
-MEMORY_FINETUNE_SAMPLES = 256  # a CQ network's memory child fine-tunes on these only
+MEMORY_FINETUNE_SAMPLES = 256  # a CQ or qcfs network's memory child fine-tunes on these only
 # the memory budget a job gets by default (on a CPU the chunk is capped at
 # core.simulate.CPU_ROWS_PER_CHUNK rows anyway, so a larger budget changes nothing there)
 SNNCONV_BUDGET_MB = JobSpec.model_fields["memory_budget_mb"].default
 CQ_METHODS = ("cq-asg", "cq-ctt")
+QCFS_EPOCHS = QCFSOptions.model_fields["finetune_epochs"].default  # the method's default
+QCFS_PERCENTILE = QCFSOptions.model_fields["clip_percentile"].default
 
 
 @dataclass
@@ -96,7 +107,7 @@ class Configuration:
     library: str
     build: Callable[[Context, int], Network]
     notes: str
-    window: int | None = None  # fixed T (the CQ networks); None: any T
+    window: int | None = None  # fixed T (the CQ and qcfs networks); None: any T
     version: str = ""
 
 
@@ -139,24 +150,12 @@ def trained_module(model_path: Path) -> nn.Module:
     return model.eval()
 
 
-def _batches(x: np.ndarray, y: np.ndarray):
-    for first in range(0, len(x), BATCH):
-        yield torch.from_numpy(x[first:first + BATCH]), torch.from_numpy(y[first:first + BATCH])
-
-
 def _run_steps(step_outputs: Callable[[torch.Tensor], tuple[torch.Tensor, float]],
                x: np.ndarray, y: np.ndarray) -> Outcome:
     """``step_outputs(batch)`` gives (output currents [steps, B, K], spikes in the batch)."""
-    correct, spikes = None, 0.0
     began = time.perf_counter()
-    with torch.no_grad():
-        for images, labels in _batches(x, y):
-            currents, fired = step_outputs(images)
-            hits = (currents.cumsum(0).argmax(-1) == labels).sum(-1).numpy()
-            correct = hits if correct is None else correct + hits
-            spikes += fired
-    seconds = time.perf_counter() - began
-    return Outcome(top1=list(correct / len(x)), spikes_per_image=spikes / len(x), seconds=seconds)
+    top1, spikes = top1_per_step(step_outputs, x, y, batch_size=BATCH)
+    return Outcome(top1=top1, spikes_per_image=spikes, seconds=time.perf_counter() - began)
 
 
 def ann_seconds(model: nn.Module, x: np.ndarray) -> float:
@@ -209,65 +208,49 @@ def classic(method: str) -> Callable[[Context, int], Network]:
     return build
 
 
+def _finetune_job(context: Context, **changes) -> PreparedJob:
+    """The job under ``changes``, fine-tuning on the first ``context.finetune_samples``
+    training images (all of them when None)."""
+    job = context.job.with_spec(**changes)
+    n = context.finetune_samples
+    if n is not None:
+        job = replace(job, ctx=replace(job.ctx, train_x=job.ctx.train_x[:n],
+                                       train_y=job.ctx.train_y[:n]))
+    return job
+
+
 def paper(method: str) -> Callable[[Context, int], Network]:
     """A CQ method at window ``steps``; cq-asg and cq-ctt of one T share the fine-tune."""
 
     def build(context: Context, steps: int) -> Network:
         if steps not in context.cq_jobs:
-            job = context.job.with_spec(
-                timesteps=steps, methods=list(CQ_METHODS),
+            context.cq_jobs[steps] = _finetune_job(
+                context, timesteps=steps, methods=list(CQ_METHODS),
                 cq=CQOptions(finetune_epochs=context.finetune_epochs,
                              ctt_batches=context.ctt_batches))
-            n = context.finetune_samples
-            if n is not None:
-                job = replace(job, ctx=replace(job.ctx, train_x=job.ctx.train_x[:n],
-                                               train_y=job.ctx.train_y[:n]))
-            context.cq_jobs[steps] = job
         return _snnconv_network(context.cq_jobs[steps], method, steps)
 
     return build
 
 
-# --- SpikingJelly -------------------------------------------------------------------------
+def qcfs_build(context: Context, steps: int) -> Network:
+    """snnconv's qcfs at window ``steps``, with the method's default options (L = min(T, 8),
+    ``QCFS_EPOCHS`` epochs of fine-tuning)."""
+    job = _finetune_job(context, timesteps=steps, methods=["qcfs"], qcfs=QCFSOptions())
+    return _snnconv_network(job, "qcfs", steps)
 
-def spikingjelly_build(mode: str, channel_wise: bool) -> Callable[[Context, int], Network]:
+
+# --- SpikingJelly (its recipes live in benchmarks.peer_recipes) ----------------------------
+
+def spikingjelly_build(recipe: str) -> Callable[[Context, int], Network]:
+    """One of ``peer_recipes.RECIPES``, calibrated on the benchmark's calibration images."""
+
     def build(context: Context, steps: int) -> Network:
-        from spikingjelly.activation_based import ann2snn, functional, neuron
-        from spikingjelly.activation_based.ann2snn.recipes import rate_coding
-
-        rate_coding.tqdm = iter  # its calibration would print a progress bar
-        calib = context.calib
-        loader = [(torch.from_numpy(calib[i:i + BATCH]), None)
-                  for i in range(0, len(calib), BATCH)]
-        recipe = ann2snn.RateCodingRecipe(dataloader=loader, mode=mode,
-                                          channel_wise=channel_wise)
-        snn = ann2snn.Converter(recipe=recipe, device="cpu").convert(
-            copy.deepcopy(context.model)).eval()
-        fired = [0.0]
-
-        def count(_module, _inputs, out):
-            fired[0] += float(out.sum())
-
-        for module in snn.modules():
-            if isinstance(module, neuron.BaseNode):
-                module.register_forward_hook(count)
-
-        def outputs(images: torch.Tensor) -> tuple[torch.Tensor, float]:
-            functional.reset_net(snn)
-            fired[0] = 0.0
-            return torch.stack([snn(images) for _ in range(steps)]), fired[0]
-
-        return Network(run=lambda x, y: _run_steps(outputs, x, y), steps=steps)
+        network = SpikingJellyNetwork(context.model, context.calib, recipe, batch_size=BATCH)
+        return Network(run=lambda x, y: _run_steps(
+            lambda images: network.step_outputs(images, steps), x, y), steps=steps)
 
     return build
-
-
-def spikingjelly_version() -> str:
-    from importlib.metadata import version
-
-    import spikingjelly  # noqa: F401 - the import is the check
-
-    return version("spikingjelly")
 
 
 # --- sinabs -------------------------------------------------------------------------------
@@ -337,8 +320,11 @@ def snnconv_version() -> str:
     return __version__
 
 
-SJ_NOTES = ("RateCodingRecipe: Conv-BN fused, scale = EMA over calibration batches of {what}; "
-            "IFNode (soft reset), one forward call per step")
+# the SpikingJelly rows: (configuration name, peer_recipes.RECIPES key)
+SPIKINGJELLY_ROWS = (("SpikingJelly max", "max"),
+                     (f"SpikingJelly {PERCENTILE}%", f"{PERCENTILE}%"),
+                     (f"SpikingJelly channel-wise {PERCENTILE}%", f"channel-wise {PERCENTILE}%"),
+                     ("SpikingJelly local threshold balancing", "ltb"))
 
 
 def configurations(sizes: Sizes) -> list[Configuration]:
@@ -362,16 +348,18 @@ def configurations(sizes: Sizes) -> list[Configuration]:
                 "cq-asg and cq-ctt"
                 + (f", CTT {sizes.ctt_batches} batches" if method == "cq-ctt" else "")
                 + "); its readout is defined at t ≤ T only", window=steps))
+    for steps in sizes.peer_cq_steps:
+        configs.append(Configuration(
+            f"snnconv qcfs T={steps}", "snnconv", qcfs_build,
+            "qcfs (Bu et al., ICLR 2022) at window T with the method's defaults: the same "
+            f"weights fine-tuned {QCFS_EPOCHS} epochs on "
+            f"{sizes.peer_finetune_samples or 'all the'} training images with the QCFS "
+            "activation (L = min(T, 8) levels, one trainable clip λ per layer starting at the "
+            f"{QCFS_PERCENTILE:g}th pct), then IF neurons θ = λ, reset by subtraction, "
+            "u(0) = θ/2, direct input; its readout is defined at t ≤ T only", window=steps))
+    configs += [Configuration(name, "SpikingJelly", spikingjelly_build(recipe),
+                              RECIPES[recipe].notes) for name, recipe in SPIKINGJELLY_ROWS]
     configs += [
-        Configuration("SpikingJelly max", "SpikingJelly", spikingjelly_build("max", False),
-                      SJ_NOTES.format(what="the layer's maximum activation")),
-        Configuration("SpikingJelly 99.9%", "SpikingJelly",
-                      spikingjelly_build(f"{PERCENTILE}%", False),
-                      SJ_NOTES.format(what="the 99.9th pct of all the layer's activations")),
-        Configuration("SpikingJelly channel-wise 99.9%", "SpikingJelly",
-                      spikingjelly_build(f"{PERCENTILE}%", True),
-                      SJ_NOTES.format(what="the 99.9th pct per channel (channel_wise=True, "
-                                           "ChannelVoltageScaler before and after each IFNode)")),
         Configuration("sinabs from_model", "sinabs", sinabs_build,
                       "normalize_weights(percentile=99.9) on the BN-fused net (percentile over "
                       "all activations); IAFSqueeze, SingleSpike, subtractive reset, no "
@@ -521,13 +509,16 @@ def table(results: list[PeerResult], sizes: Sizes, ann_top1: float | None = None
              f"{r.peak_mb:.0f}" if r.peak_mb is not None else "–",
              f"{r.ann_ratio:.2f}", f"{r.convert_seconds:.2f}"] for r in working]
     lines = [markdown_table(header, body), ""]
+    verdict = t1_verdict(working)
+    if verdict is not None:
+        lines += [verdict, ""]
     ann = f" (ANN top-1 {100 * ann_top1:.1f} %)" if ann_top1 is not None else ""
     lines.append(
         f"Top-1 (%) after t steps: same trained {ARCH} weights{ann}, same "
         f"{sizes.peer_eval_samples} test images, direct input, batch {BATCH}, calibration on "
         f"the same first {sizes.calib_samples} training images; one run per configuration, "
-        f"each run for T = {sizes.peer_steps} (a CQ network for its own T; – : beyond its "
-        f"window). Cost columns at T (cost), on the first {sizes.peer_cost_samples} test "
+        f"each run for T = {sizes.peer_steps} (a CQ or qcfs network for its own T; – : beyond "
+        f"its window). Cost columns at T (cost), on the first {sizes.peer_cost_samples} test "
         f"images, medians of {sizes.repeats} interleaved rounds (each round times the ANN's "
         "forward pass, then every configuration once): spikes/image over all spiking layers "
         "and all T steps; image·steps/s of the whole run including readout; ÷ T×ANN is the "
@@ -535,7 +526,7 @@ def table(results: list[PeerResult], sizes: Sizes, ann_top1: float | None = None
         f"Peak MB: peak RSS increase of one simulation of {BATCH} images at T (cost) in a "
         f"child process with {MEMORY_THREADS} torch threads (VmHWM reset, as in benchmark 2, "
         "`bench_memory`; "
-        f"a CQ network's child fine-tunes on {MEMORY_FINETUNE_SAMPLES} images only: its "
+        f"a CQ or qcfs network's child fine-tunes on {MEMORY_FINETUNE_SAMPLES} images only: its "
         "memory depends on its shapes and T, not on its weights). "
         + ("" if sizes.peer_memory_all else "Peak MB of the first configuration of each "
                                              "library only (– : not measured). ")
@@ -548,6 +539,23 @@ def table(results: list[PeerResult], sizes: Sizes, ann_top1: float | None = None
     for failed in (r for r in working if r.memory_error):
         lines.append(f"- **{failed.name}**: peak memory not measured: `{failed.memory_error}`")
     return "\n".join(lines)
+
+
+DEFAULT_T1_RECIPE = "snnconv qcfs T=1"  # the qcfs method with its default (fast) preset
+
+
+def t1_verdict(results: list[PeerResult]) -> str | None:
+    """Whether snnconv's default T = 1 recipe beats every peer configuration at t = 1, in
+    this run; None when either side is missing."""
+    ours = next((r for r in results if r.name == DEFAULT_T1_RECIPE and r.top1), None)
+    peers = [r for r in results if r.library != "snnconv" and r.top1]
+    if ours is None or not peers:
+        return None
+    best = max(peers, key=lambda r: r.top1[0])
+    answer = "yes" if ours.top1[0] > best.top1[0] else "no"
+    return (f"At t = 1, snnconv's default T = 1 recipe (`qcfs`, fast preset) beats the best "
+            f"peer configuration: **{answer}** ({100 * ours.top1[0]:.1f} % against "
+            f"{best.name} {100 * best.top1[0]:.1f} %).")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -51,10 +51,10 @@ def test_peer_section_reports_every_configuration_and_cost(page):
     rows = {line.split(" | ")[0].removeprefix("| ") for line in section.splitlines()
             if line.startswith("| ") and not line.startswith("| configuration")}
     assert {"snnconv robust-norm", "snnconv channel-norm", "snnconv cq-asg T=2",
-            "snnconv cq-ctt T=2"} <= rows
+            "snnconv cq-ctt T=2", "snnconv qcfs T=2"} <= rows
     # a peer is either measured or named with the reason it could not run
     for peer in ("SpikingJelly max", "SpikingJelly 99.9%", "SpikingJelly channel-wise 99.9%",
-                 "sinabs from_model"):
+                 "SpikingJelly local threshold balancing", "sinabs from_model"):
         assert peer in rows or f"- **{peer}** could not be run: `" in section
     # the first configuration of each library gets a peak-memory figure in quick mode
     first = next(line for line in section.splitlines()

@@ -6,6 +6,8 @@ The fast tests parse arguments and exercise the early exits; the end-to-end runs
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
@@ -13,6 +15,8 @@ from benchmarks import cifar10_reproduction as cifar
 from benchmarks import paper_reproduction as paper
 from benchmarks import t1_recipe_sweep as sweep
 from benchmarks.common import DIGITS_BASE, MNIST_BASE
+from core.datasets import load_dataset
+from core.spec import JobSpec
 
 
 def test_paper_defaults_follow_the_issue():
@@ -59,6 +63,41 @@ def test_sweep_grid_pairs_every_budget_with_its_relu_twin():
     assert len(trials) == 2 * 2 * 3  # seeds × epochs × (twin + two margins)
     twins = [t for t in trials if t.margin is None]
     assert sorted((t.seed, t.epochs) for t in twins) == [(0, 2), (0, 5), (1, 2), (1, 5)]
+
+
+def test_paper_main_jobs_run_qcfs_with_the_chosen_preset():
+    for argv, preset in (([], "thorough"), (["--quick"], "fast"),
+                         (["--quick", "--qcfs-preset", "thorough"], "thorough")):
+        config = paper.make_config(paper.parse_args(argv), "cmd")
+        assert config.qcfs_options().preset == preset
+    config = paper.make_config(paper.parse_args([]), "cmd")
+    main = [s for s in paper.plan(config) if "qcfs" in s.methods]
+    assert [s.window for s in main] == config.timesteps
+    assert main[0].methods == paper.PAPER_METHODS + ("qcfs",) + paper.CLASSIC_METHODS
+
+
+def test_paper_cells_show_latency_and_spikes_or_a_dash():
+    assert paper._cell(0.976, 2, 1234.4) == "97.60 (2, 1,234)"
+    assert paper._cell(0.5, 14, None) == "50.00 (14, –)"
+    assert paper.neuron_class("cq-asg") != paper.neuron_class("qcfs")
+
+
+def test_paper_peers_say_why_when_spikingjelly_does_not_import(monkeypatch):
+    from benchmarks import peer_recipes
+
+    def missing():
+        raise ImportError("No module named 'spikingjelly'")
+
+    monkeypatch.setattr(peer_recipes, "version", missing)
+    config = paper.make_config(paper.parse_args(["--quick"]), "cmd")
+    dataset = load_dataset(config.dataset, None)
+    spec = JobSpec(model_path="unused.safetensors", arch=config.arch, dataset=config.dataset)
+    report = SimpleNamespace(dataset=SimpleNamespace(calib_samples=spec.calib_samples,
+                                                     eval_samples=len(dataset.test)))
+    peers = paper.run_peers(config, None, dataset, spec, report)
+    assert peers.runs == [] and "not importable" in peers.error
+    assert paper.best_peer(peers, 1) is None
+    assert "not run" in paper._peers_setup(peers)[0]
 
 
 @pytest.mark.parametrize("argv", [["--epochs", "0"], ["--timesteps", "0"],
@@ -109,8 +148,12 @@ def test_paper_quick_run_writes_the_report(tmp_path):
     text = out.read_text()
     for needle in ("| `cq-asg` |", "| `half-threshold` |", "## Verdict per T", "T = 2",
                    "98.73", "| 1 | vr-ice |", "python -m benchmarks.paper_reproduction --quick",
-                   "| 1 | vr | [0, m] (paper) |", "| 1 | vr | [−1/L, m + 1/L] |"):
+                   "| 1 | vr | [0, m] (paper) |", "| 1 | vr | [−1/L, m + 1/L] |",
+                   "| `qcfs` | binary IF", "| SpikingJelly `ltb` |", "QCFS ANN",
+                   "preset `fast`", "T = 2: ≥ 97.5 %: **", "beats both: **"):
         assert needle in text
+    main = [line for line in text.splitlines() if line.startswith("| `qcfs` |")][0]
+    assert main.count("(1, ") == 1 and main.count("(2, ") == 1  # latency T in each cell
     assert (tmp_path / "docs" / "paper.svg").read_text().startswith("<?xml")
     assert len(list((tmp_path / "c").glob("*.safetensors"))) == 1
 
@@ -140,3 +183,15 @@ def test_cifar_runs_on_cpu_when_allowed(tmp_path, capsys):
     text = out.read_text()
     assert "93.71" in text and "| `cq-asg` |" in text and "| `cq-ctt` |" in text
     assert "cq-if: " in capsys.readouterr().out
+
+
+def test_the_t1_verdict_compares_the_default_recipe_with_the_best_peer():
+    from benchmarks.bench_peers import DEFAULT_T1_RECIPE, PeerResult, t1_verdict
+
+    ours = PeerResult(name=DEFAULT_T1_RECIPE, library="snnconv", top1=[0.95])
+    peers = [PeerResult(name="SpikingJelly ltb", library="SpikingJelly", top1=[0.96, 0.97]),
+             PeerResult(name="sinabs", library="sinabs", top1=[0.2])]
+    assert "**no** (95.0 % against SpikingJelly ltb 96.0 %)" in t1_verdict([ours, *peers])
+    ours.top1 = [0.961]
+    assert "**yes**" in t1_verdict([ours, *peers])
+    assert t1_verdict(peers) is None
