@@ -71,6 +71,27 @@ def linear_layer(weight, bias=None):
     return layer
 
 
+def hand_built_snn(modules: list, neurons: dict, steps: int):
+    """The ANN ``modules`` (an nn.Sequential) as reference, and the same graph with
+    ``neurons`` in place of the named modules: a spiking network with direct input whose
+    spike trains a test can work out by hand."""
+    import copy
+
+    from torch import fx, nn
+
+    from core.encoders import DirectEncoder
+    from core.report import Latency
+    from core.snn import SpikingNetwork
+
+    reference = fx.symbolic_trace(nn.Sequential(*copy.deepcopy(modules))).eval()
+    network = fx.symbolic_trace(nn.Sequential(*copy.deepcopy(modules)))
+    for name, neuron in neurons.items():
+        network.add_submodule(name, neuron)
+    return SpikingNetwork(method="test", network=network.eval(), reference=reference,
+                          encoder=DirectEncoder(), timesteps=steps,
+                          latency=Latency(window=steps, end_to_end_steps=steps, anytime=True))
+
+
 def export_trained_digits_mlp(folder: Path, exporter: str) -> Path:
     """A ReLU MLP trained on `digits`, exported as a user's torch exports it: ``default`` is
     ``torch.onnx.export``'s own default (the dynamo exporter in this torch), ``torchscript``

@@ -2,33 +2,25 @@
 
 from __future__ import annotations
 
-import copy
 import json
 
 import numpy as np
 import pytest
 import torch
-from torch import fx, nn
+from torch import nn
 
 from core import cli
 from core.attribution import IdealRate, attribute_errors, if_layers_in_order
-from core.encoders import DirectEncoder
 from core.neurons import IFNeuron
-from core.report import Latency, Report
+from core.report import Report
 from core.shards import merge_method, to_shard
 from core.simulate import simulate
-from core.snn import SpikingNetwork
-from tests.conftest import USER_EXPORTERS, export_trained_digits_mlp, linear_layer
-
-
-def _snn(modules, neurons: dict[str, nn.Module], steps: int) -> SpikingNetwork:
-    reference = fx.symbolic_trace(nn.Sequential(*copy.deepcopy(modules))).eval()
-    network = fx.symbolic_trace(nn.Sequential(*copy.deepcopy(modules)))
-    for name, neuron in neurons.items():
-        network.add_submodule(name, neuron)
-    return SpikingNetwork(method="test", network=network.eval(), reference=reference,
-                          encoder=DirectEncoder(), timesteps=steps,
-                          latency=Latency(window=steps, end_to_end_steps=steps, anytime=True))
+from tests.conftest import (
+    USER_EXPORTERS,
+    export_trained_digits_mlp,
+    hand_built_snn,
+    linear_layer,
+)
 
 
 def _simulator(x, y):
@@ -42,7 +34,7 @@ def test_one_layer_by_hand():
     # x = 0.5 into θ = 1: the SNN's class-0 count ⌊t/2⌋ against 0.375·t for class 1 gives
     # top-1 0 1 0 1 1 1; the ideal rate neuron sends 0.5 every step, 0.5·t > 0.375·t always
     modules = [linear_layer([[1.0]]), nn.ReLU(), linear_layer([[1.0], [0.0]], bias=[0.0, 0.375])]
-    snn = _snn(modules, {"1": IFNeuron(1.0)}, steps=6)
+    snn = hand_built_snn(modules, {"1": IFNeuron(1.0)}, steps=6)
     x, y = np.array([[0.5]], np.float32), np.array([0])
     run = _simulator(x, y)
     result = run(snn)
@@ -65,7 +57,7 @@ def test_shares_add_up_and_merge_exactly_over_shards():
     modules = [linear_layer(torch.randn(6, 4, generator=generator).tolist()), nn.ReLU(),
                linear_layer(torch.randn(5, 6, generator=generator).tolist()), nn.ReLU(),
                linear_layer(torch.randn(3, 5, generator=generator).tolist())]
-    snn = _snn(modules, {"1": IFNeuron(0.7), "3": IFNeuron(0.9)}, steps=8)
+    snn = hand_built_snn(modules, {"1": IFNeuron(0.7), "3": IFNeuron(0.9)}, steps=8)
     x = torch.rand(40, 4, generator=generator).numpy()
     y = np.asarray(snn.reference(torch.from_numpy(x)).argmax(1))
     assert if_layers_in_order(snn) == ["1", "3"]

@@ -4,7 +4,6 @@ choice of T, and a user's export through the CLI."""
 
 from __future__ import annotations
 
-import copy
 import csv
 import io
 import json
@@ -13,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from pydantic import ValidationError
-from torch import fx, nn
+from torch import nn
 
 from core import cli, pipeline
 from core.early_exit import (
@@ -38,19 +37,14 @@ from core.shards import merge_method, to_shard
 from core.simulate import simulate
 from core.snn import SpikingNetwork
 from core.spec import JobSpec
-from tests.conftest import USER_EXPORTERS, export_trained_digits_mlp, linear_layer
+from tests.conftest import (
+    USER_EXPORTERS,
+    export_trained_digits_mlp,
+    hand_built_snn,
+    linear_layer,
+)
 
 CPU = torch.device("cpu")
-
-
-def _snn(modules, neurons: dict[str, nn.Module], steps: int) -> SpikingNetwork:
-    reference = fx.symbolic_trace(nn.Sequential(*copy.deepcopy(modules))).eval()
-    network = fx.symbolic_trace(nn.Sequential(*copy.deepcopy(modules)))
-    for name, neuron in neurons.items():
-        network.add_submodule(name, neuron)
-    return SpikingNetwork(method="test", network=network.eval(), reference=reference,
-                          encoder=DirectEncoder(), timesteps=steps,
-                          latency=Latency(window=steps, end_to_end_steps=steps, anytime=True))
 
 
 def _run(snn, x, y, per_sample=None, batch_size=None) -> MethodResult:
@@ -74,7 +68,7 @@ HAND_X, HAND_Y = np.array([[0.5], [1.0]], np.float32), np.array([0, 0])
 
 
 def _hand_snn() -> SpikingNetwork:
-    return _snn(HAND_MODULES, {"1": IFNeuron(1.0)}, steps=6)
+    return hand_built_snn(HAND_MODULES, {"1": IFNeuron(1.0)}, steps=6)
 
 
 def test_the_margins_predictions_and_sops_per_sample_by_hand():
@@ -119,7 +113,7 @@ def _pooled_cnn() -> SpikingNetwork:
             layer.weight.copy_(torch.randn(layer.weight.shape, generator=generator))
             layer.bias.zero_()
     modules = [conv, nn.ReLU(), nn.AvgPool2d(2), nn.Flatten(), readout]
-    return _snn(modules, {"1": IFNeuron(0.6)}, steps=7)
+    return hand_built_snn(modules, {"1": IFNeuron(0.6)}, steps=7)
 
 
 def _asg_mlp() -> SpikingNetwork:
@@ -240,7 +234,7 @@ def _random_mlp() -> SpikingNetwork:
     modules = [linear_layer(torch.randn(6, 4, generator=generator).tolist()), nn.ReLU(),
                linear_layer(torch.randn(5, 6, generator=generator).tolist()), nn.ReLU(),
                linear_layer(torch.randn(3, 5, generator=generator).tolist())]
-    return _snn(modules, {"1": IFNeuron(0.7), "3": IFNeuron(0.9)}, steps=8)
+    return hand_built_snn(modules, {"1": IFNeuron(0.7), "3": IFNeuron(0.9)}, steps=8)
 
 
 def _with_exit(snn, x, y, calibration: ExitCalibration) -> MethodResult:
