@@ -44,17 +44,17 @@ from core.datasets.arrays import take
 from core.methods.cq import resolve_surrogate_margin
 from core.paths import atomic_write_bytes
 from core.report import MethodResult, Report
+from core.report import neuron_class as class_of
 from core.spec import CQOptions, JobSpec, QCFSOptions
 
 PAPER_METHODS = ("cq-asg", "cq-ctt", "cq-if")
 NEW_METHODS = ("qcfs",)
 CLASSIC_METHODS = ("robust-norm", "half-threshold")
 MAIN_METHODS = PAPER_METHODS + NEW_METHODS + CLASSIC_METHODS
-# the snnconv methods whose end-to-end latency is T (binary IF neurons, anytime readout)
-IF_METHODS = ("cq-ctt", "cq-if", "qcfs")
-ASG_METHODS = ("cq-asg",)
-ASG_CLASS = "accumulate-then-spike (ASG): latency depth × T"
-IF_CLASS = "binary IF: latency T"
+# core.report.neuron_class of a result, as the table names it
+CLASS_LABELS = {"asg": "accumulate-then-spike (ASG): latency depth × T",
+                "if": "binary IF: latency T"}
+IF_CLASS = CLASS_LABELS["if"]
 PEER_RECIPES = ("max", "99.9%", "channel-wise 99.9%", "ltb")
 # the acceptance targets: (T, top-1 % the best IF-based method must reach at latency T)
 TARGETS = ((2, 97.5), (4, 98.3))
@@ -321,19 +321,14 @@ def _job(jobs: list[Job], window: int, encoding: str) -> Job | None:
     return next((j for j in jobs if j.window == window and j.encoding == encoding), None)
 
 
-def _spikes(result: MethodResult) -> float:
-    """Spikes per sample of all spiking layers over the window T (for ASG the whole
-    network's spikes of its readout)."""
-    return result.spikes_per_sample
-
-
 def _cell(top1: float, steps: int, spikes: float | None) -> str:
     shown = "–" if spikes is None else f"{spikes:,.0f}"
     return f"{percent(top1)} ({steps}, {shown})"
 
 
-def neuron_class(name: str) -> str:
-    return ASG_CLASS if name in ASG_METHODS else IF_CLASS
+def neuron_class(result: MethodResult) -> str:
+    """The table's label of the result's neuron class (latency T, or depth × T)."""
+    return CLASS_LABELS[class_of(result)]
 
 
 def _peer_name(recipe: str) -> str:
@@ -353,11 +348,10 @@ def main_table(config: Config, jobs: list[Job], peers: Peers) -> str:
               + [f"T = {t}: top-1 % (end-to-end steps, spikes/image)" for t in config.timesteps])
     rows = []
     for name in MAIN_METHODS:
-        row = [f"`{name}`", neuron_class(name)]
-        for window in config.timesteps:
-            result = method(_job(jobs, window, MAIN_ENCODING).report, name)
-            row.append(_cell(final_top1(result), result.latency.end_to_end_steps,
-                             _spikes(result)))
+        results = [method(_job(jobs, t, MAIN_ENCODING).report, name) for t in config.timesteps]
+        row = [f"`{name}`", neuron_class(results[0])]
+        row += [_cell(final_top1(r), r.latency.end_to_end_steps, r.spikes_per_sample)
+                for r in results]
         rows.append(row)
     for recipe in PEER_RECIPES:
         row = [_peer_name(recipe), IF_CLASS]
@@ -380,11 +374,10 @@ def main_table(config: Config, jobs: list[Job], peers: Peers) -> str:
 
 
 def _qcfs_text(parameters: dict) -> str:
-    finetune = parameters.get("finetune", {})
+    finetune = parameters["finetune"]
     spike = finetune.get("spike_finetune", {}).get("epochs", 0)
-    preset = parameters.get("preset", finetune.get("preset", "?"))
-    return (f"L = {parameters['L']}, {finetune.get('epochs', 0)} QCFS + {spike} spike-aware "
-            f"epochs ({preset})")
+    return (f"L = {parameters['L']}, {finetune['epochs']} QCFS + {spike} spike-aware "
+            f"epochs ({parameters['preset']})")
 
 
 def _m_and_l(parameters: dict) -> str:
@@ -429,7 +422,13 @@ def _pp(fraction: float) -> float:
 
 def best_if(report: Report) -> tuple[str, float]:
     """The best IF-based snnconv method (end-to-end latency T) at t = T."""
-    return _best(report, IF_METHODS)
+    return _best(report, _if_methods(report))
+
+
+def _if_methods(report: Report) -> tuple[str, ...]:
+    """The suite's and qcfs's methods in ``report`` whose neurons are binary IF."""
+    return tuple(name for name in PAPER_METHODS + NEW_METHODS
+                 if class_of(method(report, name)) == "if")
 
 
 def best_peer(peers: Peers, window: int) -> tuple[str, float] | None:
@@ -474,9 +473,10 @@ def verdicts(config: Config, jobs: list[Job], peers: Peers) -> list[str]:
         peer = best_peer(peers, window)
         peer_text = ("no peer ran" if peer is None
                      else f"best peer {_peer_name(peer[0])} {percent(peer[1])} %")
+        among = ", ".join(f"`{m}`" for m in _if_methods(report))
         lines.append(
             f"  Best IF-based method at end-to-end latency {window} (among "
-            f"{', '.join(f'`{m}`' for m in IF_METHODS)}): `{best}` {percent(best_top1)} % vs "
+            f"{among}): `{best}` {percent(best_top1)} % vs "
             f"best classic `{classic}` {percent(classic_top1)} % and {peer_text}: beats both: "
             f"**{_answer(beats_all(report, peers, window))}**.")
     return lines
@@ -554,9 +554,9 @@ def write_plot(config: Config, jobs: list[Job], peers: Peers, path: Path) -> Non
     figure = Figure(figsize=(7, 4.2), dpi=110)
     axes = figure.add_subplot()
     for name in MAIN_METHODS:
-        values = [100 * final_top1(method(_job(jobs, t, MAIN_ENCODING).report, name))
-                  for t in config.timesteps]
-        label = f"{name} (latency depth × T)" if name in ASG_METHODS else name
+        results = [method(_job(jobs, t, MAIN_ENCODING).report, name) for t in config.timesteps]
+        values = [100 * final_top1(result) for result in results]
+        label = f"{name} (latency depth × T)" if class_of(results[0]) == "asg" else name
         axes.plot(config.timesteps, values, marker="o", label=label)
     ran = [r for r in PEER_RECIPES if peers.run(r) is not None]
     if ran:  # the recipe with the highest mean top-1 over the table's T

@@ -189,21 +189,10 @@ def top1_per_step(step_outputs: Callable[[torch.Tensor], tuple[torch.Tensor, flo
     return top1, float(spikes)
 
 
-def top1_and_spikes_per_step(
-        step_outputs: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
-        test_x: ArrayLike, test_y: ArrayLike, batch_size: int = BATCH,
-        delay_start: int = 0) -> tuple[list[float], list[float]]:
-    """As ``top1_per_step`` for ``step_outputs(batch) -> (outputs [steps, B, K], spikes
-    [steps])`` whose spikes are cumulative per step: top-1 after each step and the spikes per
-    image over steps 1..t for each t."""
-    top1, spikes = _readout(step_outputs, test_x, test_y, batch_size, delay_start)
-    return top1, spikes.tolist()
-
-
 def _readout(step_outputs: Callable, test_x: ArrayLike, test_y: ArrayLike, batch_size: int,
              delay_start: int):
-    """The shared loop of ``top1_per_step`` and ``top1_and_spikes_per_step``: top-1 per
-    step and the batches' spikes (a float or a [steps] tensor) summed, per image."""
+    """The loop of ``top1_per_step`` and ``spikingjelly_run``: top-1 per step and the
+    batches' spikes (a float, or a [steps] tensor of cumulative counts) summed, per image."""
     x, y = _tensor(test_x), _tensor(test_y)
     correct, spikes = None, 0.0
     with torch.no_grad():
@@ -267,10 +256,9 @@ def spikingjelly_run(model: nn.Module, calib_x: ArrayLike, test_x: ArrayLike,
     start = network.delay_start(steps) if delay_start == "auto" else int(delay_start)
     if not 0 <= start < steps:
         raise ValueError(f"delay_start must be in [0, {steps}), not {start}")
-    top1, spikes = top1_and_spikes_per_step(
-        lambda images: network.step_outputs_per_step(images, steps), test_x, test_y,
-        batch_size=batch_size, delay_start=start)
-    return PeerRun(top1=top1, spikes_per_image=spikes)
+    top1, spikes = _readout(lambda images: network.step_outputs_per_step(images, steps),
+                            test_x, test_y, batch_size, start)
+    return PeerRun(top1=top1, spikes_per_image=spikes.tolist())
 
 
 def recipe_names() -> Sequence[str]:

@@ -106,7 +106,7 @@ class _SynapticCounter:
     """
 
     def __init__(self, network: fx.GraphModule, fanouts: dict[str, torch.Tensor],
-                 skip: set[str]):
+                 skip: set[str], per_sample: bool = False):
         device = device_of(network)
         self.device = device
         self.fanouts = {k: v.flatten().to(device) for k, v in fanouts.items() if k not in skip}
@@ -119,7 +119,7 @@ class _SynapticCounter:
         self.steps = 1
         self.event_scale: dict[str, float] | None = None  # ASG: events = value·scale
         self.recording = True
-        self.per_sample = False
+        self.per_sample = per_sample
         self.counted: list[_Count] = []
         self._scratch: torch.Tensor | None = None
         self._ordered_fanouts: dict[tuple[str, tuple[int, ...]], torch.Tensor] = {}
@@ -439,8 +439,7 @@ def simulate(snn: SpikingNetwork, x: np.ndarray, y: np.ndarray, *, sample_shape:
     fanouts = synaptic_fanouts(network, _network_input_shape(snn, sample_shape))
     macs_layers = analog_layers(network) if snn.encoder.analog else set()
     analog_macs = sum(int(fanouts[name].sum()) for name in macs_layers if name in fanouts)
-    counter = _SynapticCounter(network, fanouts, macs_layers)
-    counter.per_sample = per_sample is not None
+    counter = _SynapticCounter(network, fanouts, macs_layers, per_sample is not None)
     analog_energy = microjoules(energy_profile, macs=analog_macs)
 
     def energy_uj(sops):

@@ -12,7 +12,9 @@ end-to-end latency T.
 
 from __future__ import annotations
 
-from torch import fx
+from dataclasses import dataclass
+
+from torch import fx, nn
 
 from core.calibrate import activation_percentiles
 from core.encoders import DirectEncoder
@@ -25,6 +27,7 @@ from core.methods.context import ConversionContext
 from core.methods.cq import train_with_job_options
 from core.neurons import IFNeuron
 from core.snn import SpikingNetwork
+from core.spec import QCFSSchedule
 from core.train import to_qcfs
 from core.train.spike_finetune import copy_parameters, spike_trainable
 
@@ -50,9 +53,17 @@ def relu_form(model: fx.GraphModule) -> fx.GraphModule:
     return relaxed
 
 
-def build_qcfs_network(ctx: ConversionContext) -> tuple[fx.GraphModule, dict]:
-    """The fine-tuned QCFS ANN (canonical, eval mode, on the job's device) and what its
-    training did."""
+@dataclass
+class QCFSNetwork:
+    """The fine-tuned QCFS ANN (canonical, eval mode, on the job's device), its levels and
+    what its training did (for the report)."""
+
+    model: fx.GraphModule
+    levels: int
+    training: dict
+
+
+def build_qcfs_network(ctx: ConversionContext) -> QCFSNetwork:
     options = ctx.spec.qcfs
     levels = resolve_qcfs_levels(ctx.spec.timesteps, options.levels)
     start = relu_form(ctx.ann)
@@ -61,17 +72,17 @@ def build_qcfs_network(ctx: ConversionContext) -> tuple[fx.GraphModule, dict]:
     model = to_qcfs(start, levels, {name: float(positive_thresholds(value).max())
                                     for name, value in clips.items()}).to(ctx.device)
     schedule = options.schedule()
-    trained = {"epochs": 0}
+    training = {"epochs": 0}
     if schedule.finetune_epochs > 0:
-        trained = _train(ctx, model, schedule.finetune_epochs, "QCFS fine-tuning")
+        training = _train(ctx, schedule, model, schedule.finetune_epochs, "QCFS fine-tuning")
     model = canonicalize(model).to(ctx.device)
     if schedule.spike_finetune_epochs > 0:
-        trained["spike_finetune"] = _spike_finetune(ctx, model, schedule.spike_finetune_epochs)
-    return model.eval(), {"L": levels, "preset": options.preset, **trained}
+        training["spike_finetune"] = _spike_finetune(ctx, schedule, model)
+    return QCFSNetwork(model=model.eval(), levels=levels, training=training)
 
 
-def _train(ctx: ConversionContext, model, epochs: int, what: str) -> dict:
-    schedule = ctx.spec.qcfs.schedule()
+def _train(ctx: ConversionContext, schedule: QCFSSchedule, model: nn.Module, epochs: int,
+           what: str) -> dict:
     return train_with_job_options(ctx, model, epochs, what, ctx.spec.qcfs.learning_rate,
                                   augment=schedule.augment, lr_decay=schedule.lr_decay)
 
@@ -82,27 +93,29 @@ def _if_neuron(activation: QCFSActivation) -> IFNeuron:
     return IFNeuron(clip, amplitude=clip, reset="subtract", initial_fraction=HALF_THRESHOLD)
 
 
-def _spike_finetune(ctx: ConversionContext, model: fx.GraphModule, epochs: int) -> dict:
+def _spike_finetune(ctx: ConversionContext, schedule: QCFSSchedule,
+                    model: fx.GraphModule) -> dict:
     """Train ``model``'s weights (in place) through its own IF network at T, the clips fixed
     as the thresholds (core.train.spike_finetune)."""
     activations = dict(model.named_modules())
     trainable = spike_trainable(model, DirectEncoder(), ctx.spec.timesteps,
                                 lambda name: _if_neuron(activations[name]))
-    trained = _train(ctx, trainable, epochs, "spike-aware fine-tuning")
+    trained = _train(ctx, schedule, trainable, schedule.spike_finetune_epochs,
+                     "spike-aware fine-tuning")
     copy_parameters(trainable.network, model)
     return trained
 
 
 def convert(ctx: ConversionContext) -> SpikingNetwork:
-    model, finetune = build_qcfs_network(ctx)
+    qcfs = build_qcfs_network(ctx)
     steps = ctx.spec.timesteps
-    clips = {name: round(module.clip_value(), 4) for name, module in model.named_modules()
+    clips = {name: round(module.clip_value(), 4) for name, module in qcfs.model.named_modules()
              if isinstance(module, QCFSActivation)}
     return SpikingNetwork(
-        method="qcfs", network=to_spiking(model, lambda _name, act: _if_neuron(act)),
-        reference=model,
+        method="qcfs", network=to_spiking(qcfs.model, lambda _name, act: _if_neuron(act)),
+        reference=qcfs.model,
         encoder=DirectEncoder(), timesteps=steps, latency=anytime_latency(steps),
-        parameters={"L": finetune.pop("L"), "preset": finetune.pop("preset"),
+        parameters={"L": qcfs.levels, "preset": ctx.spec.qcfs.preset,
                     "input_encoding": "direct", "reset": "subtract",
                     "initial_membrane": "0.5·θ", "clip_percentile": ctx.spec.qcfs.clip_percentile,
-                    "clips": clips, "finetune": finetune})
+                    "clips": clips, "finetune": qcfs.training})

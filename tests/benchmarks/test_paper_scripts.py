@@ -79,7 +79,9 @@ def test_paper_main_jobs_run_qcfs_with_the_chosen_preset():
 def test_paper_cells_show_latency_and_spikes_or_a_dash():
     assert paper._cell(0.976, 2, 1234.4) == "97.60 (2, 1,234)"
     assert paper._cell(0.5, 14, None) == "50.00 (14, –)"
-    assert paper.neuron_class("cq-asg") != paper.neuron_class("qcfs")
+    asg, binary_if = (SimpleNamespace(latency=SimpleNamespace(anytime=anytime))
+                      for anytime in (False, True))
+    assert paper.neuron_class(asg) != paper.neuron_class(binary_if) == paper.IF_CLASS
 
 
 def test_paper_peers_say_why_when_spikingjelly_does_not_import(monkeypatch):
